@@ -1,0 +1,4 @@
+// Public entry of the webllm_build browser engine.
+
+export { probeWebGPU, type AdapterReport } from "./webgpu";
+export { EngineError, loadLibrary, runFloat32, type LoadedLibrary } from "./library";

@@ -1,0 +1,113 @@
+"""Headless Chromium with WebGPU, driven through Playwright; shared by doctor, check, bench and tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from webllm_build.compiler.toolchain import INSTALL_CHROMIUM, find_chromium
+from webllm_build.errors import BrowserError, ToolchainError
+from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE
+
+# --enable-unsafe-webgpu: Linux Chromium hides WebGPU without it; on a machine with no GPU it
+# then offers SwiftShader's Vulkan as a fallback adapter. The rest keep a closed network quiet.
+CHROMIUM_ARGS = (
+    "--enable-unsafe-webgpu",
+    "--no-sandbox",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+)
+
+
+@dataclass
+class PageLog:
+    """What the page printed and threw, kept for error messages and reports."""
+
+    console: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join((self.console + self.errors)[-lines:])
+
+
+class BrowserSession:
+    """One headless Chromium; `open(url)` gives a page whose console is captured."""
+
+    def __init__(self, browser: Any) -> None:
+        self._browser = browser
+
+    def open(
+        self,
+        url: str,
+        *,
+        ready: str = "window.webllmReady === true",
+        timeout_ms: int = 60_000,
+        webgpu: bool = True,
+    ) -> tuple[Any, PageLog]:
+        context = self._browser.new_context()
+        if not webgpu:
+            context.add_init_script("Object.defineProperty(navigator, 'gpu', {value: undefined})")
+        page = context.new_page()
+        log = PageLog()
+        page.on("console", lambda msg: log.console.append(f"[{msg.type}] {msg.text}"))
+        page.on("pageerror", lambda exc: log.errors.append(f"[pageerror] {exc}"))
+        page.goto(url)
+        try:
+            page.wait_for_function(ready, timeout=timeout_ms)
+        except Exception as exc:  # Playwright's TimeoutError; its module is imported lazily
+            raise BrowserError(f"The page {url} did not become ready: {exc}\n{log.tail()}") from None
+        return page, log
+
+
+def evaluate(page: Any, log: PageLog, expression: str, arg: Any = None) -> Any:
+    """Run an async JS expression in the page; a JS exception becomes a BrowserError."""
+    try:
+        return page.evaluate(expression, arg)
+    except Exception as exc:
+        raise BrowserError(f"The page raised: {str(exc).splitlines()[0]}\n{log.tail()}") from None
+
+
+@contextmanager
+def launch_browser() -> Iterator[BrowserSession]:
+    chromium = find_chromium()
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise BrowserError(
+            "The Python package playwright is missing. Install it with: pip install playwright"
+        ) from None
+    with sync_playwright() as driver:
+        try:
+            browser = driver.chromium.launch(
+                executable_path=chromium.path, args=list(CHROMIUM_ARGS), headless=True
+            )
+        except PlaywrightError as exc:
+            raise BrowserError(
+                f"Chromium at {chromium.path} did not start: {str(exc).splitlines()[0]}. "
+                f"Reinstall it with: {INSTALL_CHROMIUM}"
+            ) from None
+        try:
+            yield BrowserSession(browser)
+        finally:
+            browser.close()
+
+
+def write_harness(directory: Path, title: str = "webllm_build harness") -> Path:
+    """A page that only loads the engine bundle, for doctor, the self-check and tests."""
+    if not WEB_BUNDLE.is_file():
+        raise ToolchainError(f"The browser engine bundle {WEB_BUNDLE} is missing. Build it with: make web")
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(WEB_BUNDLE, directory / WEB_BUNDLE.name)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True)
+    (directory / "index.html").write_text(env.get_template("harness.html").render(title=title))
+    return directory

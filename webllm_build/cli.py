@@ -1,0 +1,92 @@
+"""Command line: parses arguments and hands them to the stage functions, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from webllm_build.errors import WebLLMBuildError
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _doctor(_args: argparse.Namespace) -> int:
+    from webllm_build.doctor import run_doctor
+
+    return 0 if run_doctor() else 1
+
+
+def _selfcheck(_args: argparse.Namespace) -> int:
+    from webllm_build.selfcheck import TOLERANCE, run_selfcheck
+
+    report = run_selfcheck(_log)
+    if report.passed:
+        print(f"Toolchain self-check passed (every error <= {TOLERANCE:g}).")
+        return 0
+    print(
+        f"Toolchain self-check FAILED: CPU errors {report.cpu_max_error}, "
+        f"WebGPU errors {report.webgpu_max_error} (tolerance {TOLERANCE:g})."
+    )
+    return 1
+
+
+def _runtime(_args: argparse.Namespace) -> int:
+    from webllm_build.compiler.runtime import build_runtime
+
+    runtime = build_runtime(_log)
+    print(runtime.directory)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webllm_build.serve import serve_forever
+
+    serve_forever(args.directory, host=args.host, port=args.port, isolation_headers=args.isolation_headers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webllm_build",
+        description="Compile language models with Apache TVM into a static WebGPU chat site.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "doctor", help="report tool versions, the wasm runtime and the browser's WebGPU adapter"
+    ).set_defaults(run=_doctor)
+    commands.add_parser(
+        "selfcheck",
+        help="compile a tiny dynamic-shape kernel, run it in headless Chromium "
+        "and on the CPU, and compare with numpy",
+    ).set_defaults(run=_selfcheck)
+    commands.add_parser(
+        "runtime", help="build (or find cached) the TVM wasm runtime and print its directory"
+    ).set_defaults(run=_runtime)
+
+    serve = commands.add_parser("serve", help="serve a built site as a static CDN would")
+    serve.add_argument("directory", type=Path)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--isolation-headers",
+        action="store_true",
+        help="send COOP/COEP headers (cross-origin isolation)",
+    )
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except WebLLMBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,123 @@
+"""Serve a built folder the way a static CDN would (aiohttp).
+
+Content-hashed files get a year of immutable caching, everything else must be revalidated;
+`.wasm` is `application/wasm` so browsers can stream-compile it; ETag and Range come from
+aiohttp's FileResponse. Nothing outside the folder is reachable: no listing, no `..`, no
+symlink that leads out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from aiohttp import web
+
+from webllm_build.errors import WebLLMBuildError
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+# A 16+ hex-digit content hash before the extension, as the packaging stage names files.
+HASHED_NAME = re.compile(r"[-.][0-9a-f]{16,}\.[A-Za-z0-9]+$")
+COMPRESSIBLE = {".js", ".mjs", ".json", ".html", ".css", ".map", ".txt", ".svg", ".md"}
+MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript"}
+
+
+def _resolve(root: Path, request_path: str) -> Path | None:
+    relative = request_path.lstrip("/") or "index.html"
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        return None
+    if candidate.is_dir():
+        candidate = candidate / "index.html"
+    return candidate if candidate.is_file() else None
+
+
+def make_app(root: Path, *, isolation_headers: bool = False) -> web.Application:
+    """An aiohttp app serving `root`. `isolation_headers` adds COOP/COEP (for SharedArrayBuffer)."""
+    root = root.resolve()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        path = _resolve(root, request.path)
+        if path is None:
+            raise web.HTTPNotFound()
+        headers = {
+            "Cache-Control": IMMUTABLE if HASHED_NAME.search(path.name) else REVALIDATE,
+            "Content-Type": MIME_TYPES.get(path.suffix)
+            or mimetypes.guess_type(path.name)[0]
+            or "application/octet-stream",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if isolation_headers:
+            headers["Cross-Origin-Opener-Policy"] = "same-origin"
+            headers["Cross-Origin-Embedder-Policy"] = "require-corp"
+        response = web.FileResponse(path, headers=headers)
+        if path.suffix in COMPRESSIBLE and "Range" not in request.headers:
+            response.enable_compression()
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+@contextmanager
+def serve_in_background(
+    root: Path, *, host: str = "127.0.0.1", port: int = 0, isolation_headers: bool = False
+) -> Iterator[str]:
+    """Serve `root` from a background thread; yields the base URL (port 0 picks a free one)."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(make_app(root, isolation_headers=isolation_headers), access_log=None)
+    started = threading.Event()
+    box: dict[str, object] = {}
+
+    async def start() -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        sock = site._server.sockets[0]  # the only way aiohttp exposes the bound port
+        box["port"] = sock.getsockname()[1]
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        except OSError as exc:
+            box["error"] = exc
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=run, name="webllm-build-serve", daemon=True)
+    thread.start()
+    started.wait()
+    if "error" in box:
+        raise WebLLMBuildError(f"Cannot listen on {host}:{port}: {box['error']}. Pick another --port.")
+    try:
+        yield f"http://{host}:{box['port']}/"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+def serve_forever(
+    root: Path, *, host: str = "127.0.0.1", port: int = 8000, isolation_headers: bool = False
+) -> None:
+    if not root.is_dir():
+        raise WebLLMBuildError(f"{root} is not a directory. Build a site first, then serve it.")
+    print(f"Serving {root} at http://{host}:{port}/ (Ctrl-C stops)")
+    try:
+        web.run_app(make_app(root, isolation_headers=isolation_headers), host=host, port=port, print=None)
+    except OSError as exc:
+        raise WebLLMBuildError(
+            f"Cannot listen on {host}:{port}: {exc.strerror}. Pick another --port."
+        ) from None
