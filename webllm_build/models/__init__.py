@@ -1,0 +1,67 @@
+"""The supported architectures: one literal registry, keyed by the checkpoint's `architectures[0]`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from webllm_build.errors import LoaderError
+from webllm_build.models.base import DecoderModel, ModelConfig
+from webllm_build.models.llama import LlamaForCausalLM, llama_config
+from webllm_build.models.phi import PhiForCausalLM, phi_config
+
+__all__ = ["ARCHITECTURES", "Architecture", "DecoderModel", "ModelConfig", "architecture_of"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    parse_config: Callable[..., ModelConfig]
+    model_class: type[DecoderModel]
+    # Our fused parameters and the checkpoint tensors they concatenate (along the output axis).
+    fused_params: dict[str, tuple[str, ...]]
+    description: str
+
+
+LLAMA_FUSIONS = {
+    "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+}
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "LlamaForCausalLM": Architecture(
+        "LlamaForCausalLM",
+        llama_config,
+        LlamaForCausalLM,
+        LLAMA_FUSIONS,
+        "Llama 2/3.x, SmolLM2, TinyLlama",
+    ),
+    "PhiForCausalLM": Architecture(
+        "PhiForCausalLM",
+        phi_config,
+        PhiForCausalLM,
+        {"self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")},
+        "Phi-1, Phi-1.5, Phi-2",
+    ),
+    # Phi-3's checkpoints already store q/k/v and gate/up fused, as our modules do.
+    "Phi3ForCausalLM": Architecture(
+        "Phi3ForCausalLM",
+        llama_config,
+        LlamaForCausalLM,
+        {},
+        "Phi-3-mini, Phi-3.5-mini, Phi-4-mini",
+    ),
+}
+
+
+def architecture_of(hf_config: dict[str, Any], source: str) -> Architecture:
+    names = hf_config.get("architectures") or []
+    if not names:
+        raise LoaderError(f"{source}: the field `architectures` is missing, so the model type is unknown.")
+    if names[0] not in ARCHITECTURES:
+        raise LoaderError(
+            f"{source}: architecture `{names[0]}` is not supported. Supported: "
+            f"{', '.join(sorted(ARCHITECTURES))}."
+        )
+    return ARCHITECTURES[names[0]]

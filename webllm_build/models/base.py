@@ -1,0 +1,233 @@
+"""What every decoder shares: the config, the paged KV cache, the exported functions.
+
+A model file defines its layers and `hidden_states(...)`; this base adds the functions the
+browser calls (embed, prefill, decode, create_paged_kv_cache, softmax_with_temperature) and
+the export spec, so no model repeats them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tvm import relax, te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+from tvm.target import Target
+
+from webllm_build.errors import LoaderError
+
+
+@dataclass
+class ModelConfig:
+    """The sizes and choices a compiled model depends on, whatever the checkpoint format."""
+
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    norm_eps: float
+    rope_theta: float
+    # Phi rotates only the first part of each head (partial_rotary_factor).
+    rotary_dim: int
+    # In TVM's KV-cache form: {} or {"rope_type": "llama3" | "longrope", ...}.
+    rope_scaling: dict[str, Any]
+    # Longrope's per-frequency divisors, chosen for the context window (short or long factors).
+    rope_ext_factors: list[float] | None
+    max_position_embeddings: int
+    tie_embeddings: bool
+    context_window: int
+    prefill_chunk: int
+    dtype: str = "float32"
+    # Checkpoint config fields we do not model, kept for the record.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Embedding(nn.Embedding):
+    """The token embedding, which tied-embedding models also use as their output projection."""
+
+    def lm_head_forward(self, hidden: Tensor) -> Tensor:
+        return op.matmul(hidden, op.permute_dims(self.weight))
+
+
+class DecoderModel(nn.Module):
+    """Base of the causal LMs: subclasses provide `embed`, `hidden_states` and `lm_logits`."""
+
+    config: ModelConfig
+
+    def __init__(self, config: ModelConfig, target: Target) -> None:
+        self.config = config
+        # The KV cache's attention kernels are generated for one target at export time.
+        self.target = target
+
+    def hidden_states(self, embeddings: Tensor, cache: PagedKVCache) -> Tensor:
+        raise NotImplementedError
+
+    def lm_logits(self, hidden: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _last_token_logits(self, embeddings: Tensor, cache: PagedKVCache) -> Tensor:
+        hidden = self.hidden_states(embeddings, cache)
+        # Only the last position's logits are ever sampled; skip the rest of the lm_head work.
+        logits = self.lm_logits(_last_position(hidden))
+        return logits.astype("float32") if logits.dtype != "float32" else logits
+
+    def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
+        return self._last_token_logits(input_embed, paged_kv_cache), paged_kv_cache
+
+    def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache):
+        return self._last_token_logits(input_embed, paged_kv_cache), paged_kv_cache
+
+    def softmax_with_temperature(self, logits: Tensor, temperature: Tensor) -> Tensor:
+        return op.softmax(logits / op.reshape(temperature, (1, 1, 1)), axis=-1)
+
+    def create_paged_kv_cache(
+        self,
+        max_batch_size: tirx.Var,
+        max_total_seq_len: tirx.Var,
+        prefill_chunk_size: tirx.Var,
+        page_size: tirx.Var,
+        support_sliding_window: tirx.Var,
+    ) -> PagedKVCache:
+        c = self.config
+        ext_factors = (
+            relax.const(_f32(c.rope_ext_factors), "float32")
+            if c.rope_ext_factors is not None
+            else relax.prim_value(0)
+        )
+        return TIRPagedKVCache(
+            attn_kind="mha",
+            max_batch_size=max_batch_size,
+            max_total_seq_len=max_total_seq_len,
+            prefill_chunk_size=prefill_chunk_size,
+            page_size=page_size,
+            support_sliding_window=support_sliding_window,
+            layer_partition=relax.ShapeExpr([0, c.num_layers]),
+            num_hidden_layers=c.num_layers,
+            num_attention_heads=c.num_heads,
+            num_key_value_heads=c.num_kv_heads,
+            qk_head_dim=c.head_dim,
+            v_head_dim=c.head_dim,
+            mla_original_qk_head_dim=0,
+            mla_original_v_head_dim=0,
+            rope_mode=RopeMode.NORMAL,
+            rope_scale=1,
+            rope_theta=c.rope_theta,
+            rope_scaling=c.rope_scaling,
+            rope_ext_factors=ext_factors,
+            rotary_dim=c.rotary_dim,
+            enable_disaggregation=False,
+            dtype=c.dtype,
+            target=self.target,
+        )
+
+    def export_spec(self) -> dict[str, Any]:
+        c = self.config
+        packed = {"param_mode": "packed", "effect_mode": "none"}
+        no_params = {"param_mode": "none", "effect_mode": "none"}
+        cache = nn.spec.Object(object_type=PagedKVCache)
+        return {
+            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+            "prefill": {
+                "input_embed": nn.spec.Tensor([1, "seq_len", c.hidden_size], c.dtype),
+                "paged_kv_cache": cache,
+                "$": packed,
+            },
+            "decode": {
+                "input_embed": nn.spec.Tensor([1, 1, c.hidden_size], c.dtype),
+                "paged_kv_cache": cache,
+                "$": packed,
+            },
+            "create_paged_kv_cache": {
+                "max_batch_size": int,
+                "max_total_seq_len": int,
+                "prefill_chunk_size": int,
+                "page_size": int,
+                "support_sliding_window": int,
+                "$": no_params,
+            },
+            "softmax_with_temperature": {
+                "logits": nn.spec.Tensor([1, 1, c.vocab_size], "float32"),
+                "temperature": nn.spec.Tensor([1], "float32"),
+                "$": no_params,
+            },
+        }
+
+
+def _f32(values: list[float]) -> np.ndarray:
+    return np.asarray(values, dtype="float32")
+
+
+def _last_position(hidden: Tensor) -> Tensor:
+    # Index with the TE input's own shape var: the Relax-level seq_len is not in scope there.
+    return op.tensor_expr_op(
+        lambda x: te.compute((x.shape[0], 1, x.shape[2]), lambda b, _, h: x[b, x.shape[1] - 1, h]),
+        "take_last_position",
+        [hidden],
+    )
+
+
+def hf_field(hf: dict[str, Any], name: str, source: str) -> Any:
+    """A required checkpoint config field, or an error naming the file and the field."""
+    if hf.get(name) is None:
+        raise LoaderError(f"{source}: the required field `{name}` is missing.")
+    return hf[name]
+
+
+def read_rope(
+    hf: dict[str, Any], rotary_dim: int, context_window: int, source: str
+) -> tuple[float, dict[str, Any], list[float] | None]:
+    """(theta, scaling in TVM's KV-cache form, longrope ext factors) from an HF config.
+
+    transformers 5 writes `rope_parameters`; older checkpoints have `rope_theta` and
+    `rope_scaling` (whose key was `type` before it became `rope_type`).
+    """
+    params = dict(hf.get("rope_parameters") or {})
+    theta = float(params.pop("rope_theta", hf.get("rope_theta", 10000.0)))
+    scaling = dict(hf.get("rope_scaling") or params)
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return theta, {}, None
+    if kind == "llama3":
+        keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        return theta, {"rope_type": "llama3", **{k: scaling[k] for k in keys}}, None
+    if kind in ("longrope", "su"):
+        original = scaling.get("original_max_position_embeddings") or hf.get(
+            "original_max_position_embeddings"
+        )
+        maximum = hf_field(hf, "max_position_embeddings", source)
+        factor = maximum / original
+        expected_attention = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
+        given_attention = scaling.get("attention_factor")
+        if given_attention is not None and abs(given_attention - expected_attention) > 1e-6:
+            raise LoaderError(
+                f"{source}: rope_scaling.attention_factor {given_attention} differs from the "
+                f"longrope default {expected_attention:.6f}; only the default is supported."
+            )
+        # Like transformers for sequences within the original window: short factors, unless
+        # the context window we compile for reaches beyond it.
+        factors = scaling["long_factor" if context_window > original else "short_factor"]
+        if len(factors) != rotary_dim // 2:
+            raise LoaderError(
+                f"{source}: rope_scaling factors have {len(factors)} entries; the rotary "
+                f"dimension {rotary_dim} needs {rotary_dim // 2}."
+            )
+        tvm_scaling = {
+            "rope_type": "longrope",
+            "max_position_embeddings": maximum,
+            "original_max_position_embeddings": original,
+        }
+        return theta, tvm_scaling, [float(f) for f in factors]
+    raise LoaderError(
+        f"{source}: rope scaling type `{kind}` is not supported (supported: default, llama3, longrope)."
+    )
