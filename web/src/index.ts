@@ -2,3 +2,4 @@
 
 export { probeWebGPU, type AdapterReport } from "./webgpu";
 export { EngineError, loadLibrary, runFloat32, type LoadedLibrary } from "./library";
+export { Model, argmax, type ModelConfig } from "./model";

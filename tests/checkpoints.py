@@ -1,0 +1,372 @@
+"""Tiny random-weight Hugging Face checkpoints on disk, made by transformers itself.
+
+Each factory writes a directory that transformers' `from_pretrained` loads (config.json,
+safetensors or .bin weights, generation_config.json, tokenizer.json, tokenizer_config.json) and
+returns its path; keyword overrides go straight into the config class:
+
+    make_llama(tmp_path / "llama")                                 # GQA, 2 layers, hidden 64
+    make_llama(tmp_path / "l3", rope_scaling=LLAMA3_ROPE_SCALING)  # Llama 3.1-style rope
+    make_phi(tmp_path / "phi")                                     # phi-1.5/phi-2, partial rotary 0.5
+    make_phi3(tmp_path / "phi3", **PHI3_LONGROPE)                  # Phi-3.5-style longrope
+
+Weights are seeded, so the same call writes the same values.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+# Every tiny model shares one trained byte-level BPE tokenizer; VOCAB_SIZE covers all its ids.
+VOCAB_SIZE = 512
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+ENDOFTEXT_ID, IM_START_ID, IM_END_ID = range(3)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_SMALL = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 256,
+    "vocab_size": VOCAB_SIZE,
+    "bos_token_id": ENDOFTEXT_ID,
+    "eos_token_id": IM_END_ID,
+    "pad_token_id": None,
+    "tie_word_embeddings": False,
+}
+
+LLAMA3_ROPE_SCALING = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
+
+# Phi-3.5-mini's rope: longrope with one factor per rotary frequency. With head_dim 16 and
+# partial_rotary_factor 0.5 the rotary width is 8, so 4 frequencies.
+PHI3_LONGROPE = {
+    "partial_rotary_factor": 0.5,
+    "original_max_position_embeddings": 64,
+    "rope_scaling": {
+        "type": "longrope",
+        "short_factor": [1.0, 1.1, 1.25, 1.5],
+        "long_factor": [1.0, 2.0, 4.0, 8.0],
+    },
+}
+
+_CORPUS = """\
+The quick brown fox jumps over the lazy dog. Hello, world! How are you today?
+def add(a, b):
+    return a + b  # numbers 0123456789 and 3.14159
+for i in range(10): print(i * i)
+Café naïve résumé 日本語 中文 😀 ✨ — “quotes” and ‘apostrophes’ don't won't it's.
+<html><body class="main">Tabs\tand\nnewlines\r\n and    runs of spaces.</body></html>
+"""
+
+
+@cache
+def tokenizer_json() -> str:
+    """A byte-level BPE (GPT-2 / SmolLM2 style) with ChatML special tokens, trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([_CORPUS] * 20, trainer=trainer)
+    return tokenizer.to_str()
+
+
+def write_tokenizer(directory: Path, *, chat_template_file: bool = False) -> None:
+    """tokenizer.json + tokenizer_config.json; the template goes to chat_template.jinja if asked."""
+    (directory / "tokenizer.json").write_text(tokenizer_json(), encoding="utf-8")
+    tokenizer_config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|im_end|>",
+        "model_max_length": 256,
+    }
+    if chat_template_file:
+        (directory / "chat_template.jinja").write_text(CHATML_TEMPLATE, encoding="utf-8")
+    else:
+        tokenizer_config["chat_template"] = CHATML_TEMPLATE
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
+
+
+def _save(
+    directory: Path,
+    model_class: Any,
+    config_class: Any,
+    defaults: dict[str, Any],
+    overrides: dict[str, Any],
+    *,
+    seed: int,
+    dtype: str,
+    max_shard_size: str | None,
+    safe_serialization: bool,
+    chat_template_file: bool = False,
+) -> Path:
+    import torch
+    from transformers import GenerationConfig
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Deep copy: transformers writes into the rope dicts it is given (it adds rope_theta).
+    config = config_class(**copy.deepcopy(_SMALL | defaults | overrides))
+    torch.manual_seed(seed)
+    model = model_class(config).to(getattr(torch, dtype)).eval()
+    if safe_serialization:
+        model.save_pretrained(directory, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    else:
+        # transformers >= 5 always writes safetensors; .bin checkpoints (older hub repos) are written
+        # the way transformers 4 did: torch.save of the state dict, sharded with an index.
+        model.config.architectures = [model_class.__name__]  # as model.save_pretrained records it
+        model.config.save_pretrained(directory)
+        _save_torch_bin(model, directory, _bytes(max_shard_size) if max_shard_size else None)
+    # Chat models stop at end-of-turn and end-of-text: a list, as in Phi-3's generation config.
+    GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=[IM_END_ID, ENDOFTEXT_ID]
+    ).save_pretrained(directory)
+    write_tokenizer(directory, chat_template_file=chat_template_file)
+    return directory
+
+
+def _bytes(size: str) -> int:
+    units = {"GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
+    unit = next(u for u in units if size.upper().endswith(u))
+    return int(float(size[: -len(unit)]) * units[unit])
+
+
+def _save_torch_bin(model: Any, directory: Path, max_shard_bytes: int | None) -> None:
+    import torch
+
+    state = {
+        name: tensor.contiguous()
+        for name, tensor in model.state_dict().items()
+        if not (name == "lm_head.weight" and model.config.tie_word_embeddings)
+    }
+    shards: list[dict[str, Any]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if max_shard_bytes is not None and shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        torch.save(shards[0], directory / "pytorch_model.bin")
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        file_name = f"pytorch_model-{i:05d}-of-{len(shards):05d}.bin"
+        torch.save(shard, directory / file_name)
+        weight_map.update(dict.fromkeys(shard, file_name))
+    index = {
+        "metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+        "weight_map": weight_map,
+    }
+    (directory / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+
+
+def make_llama(
+    directory: Path,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    safe_serialization: bool = True,
+    **config_overrides: Any,
+) -> Path:
+    """A LlamaForCausalLM with grouped-query attention (4 query heads, 2 kv heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return _save(
+        directory,
+        LlamaForCausalLM,
+        LlamaConfig,
+        {"num_key_value_heads": 2, "rope_theta": 10000.0, "rms_norm_eps": 1e-5},
+        config_overrides,
+        seed=seed,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        safe_serialization=safe_serialization,
+    )
+
+
+def make_phi(
+    directory: Path,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    safe_serialization: bool = True,
+    **config_overrides: Any,
+) -> Path:
+    """A PhiForCausalLM (phi-1.5 / phi-2 layout: parallel block, LayerNorm, biases, partial rotary)."""
+    from transformers import PhiConfig, PhiForCausalLM
+
+    return _save(
+        directory,
+        PhiForCausalLM,
+        PhiConfig,
+        {
+            "num_key_value_heads": 4,
+            "partial_rotary_factor": 0.5,
+            "rope_theta": 10000.0,
+            "hidden_act": "gelu_new",
+        },
+        config_overrides,
+        seed=seed,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        safe_serialization=safe_serialization,
+    )
+
+
+def make_phi3(
+    directory: Path,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    safe_serialization: bool = True,
+    **config_overrides: Any,
+) -> Path:
+    """A Phi3ForCausalLM (fused qkv_proj and gate_up_proj); its chat template is a .jinja file."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    return _save(
+        directory,
+        Phi3ForCausalLM,
+        Phi3Config,
+        {"num_key_value_heads": 2, "rope_theta": 10000.0, "original_max_position_embeddings": 256},
+        config_overrides,
+        seed=seed,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        safe_serialization=safe_serialization,
+        chat_template_file=True,
+    )
+
+
+# --- GGUF, as llama.cpp's convert_hf_to_gguf.py writes it ----------------------------------------
+
+_GGUF_ARCH = {"llama": "LLAMA", "phi": "PHI2", "phi3": "PHI3"}
+
+
+def llama_cpp_permute(w: Any, n_head: int) -> Any:
+    """convert_hf_to_gguf's Llama q/k permutation: each head's two rotary halves interleaved."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(
+    hf_dir: Path, path: Path, *, qtype: str = "F32", pre: str = "gpt-2", fuse_qkv: bool = False
+) -> Path:
+    """The GGUF of a factory checkpoint: llama.cpp's tensor names (from gguf's own name map), its
+    metadata keys and its q/k permutation for Llama; 2-D weights stored as `qtype` (F32, F16, BF16,
+    Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), norms and biases as F32, as llama.cpp keeps them.
+
+    `fuse_qkv` writes phi-1.5/phi-2 attention as one attn_qkv tensor, as older conversions did.
+    The tokenizer is the factory's byte-level BPE, padded to vocab_size with [PAD{i}] tokens.
+    """
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    hf_dir, path = Path(hf_dir), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = json.loads((hf_dir / "config.json").read_text())
+    rope = config.get("rope_parameters") or {}
+    state = load_file(hf_dir / "model.safetensors")
+    arch = gguf.MODEL_ARCH[_GGUF_ARCH[config["model_type"]]]
+    arch_name = gguf.MODEL_ARCH_NAMES[arch]
+    n_layer, n_head = config["num_hidden_layers"], config["num_attention_heads"]
+    n_kv = config.get("num_key_value_heads") or n_head
+    head_dim = config["hidden_size"] // n_head
+    names = gguf.get_tensor_name_map(arch, n_layer)
+
+    writer = gguf.GGUFWriter(path, arch_name)
+    writer.add_block_count(n_layer)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    partial = rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
+    writer.add_rope_dimension_count(int(head_dim * partial))
+    writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
+    if config["model_type"] == "phi":
+        writer.add_layer_norm_eps(config["layer_norm_eps"])
+    else:
+        writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    if rope.get("rope_type") == "longrope":
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        writer.add_tensor("rope_factors_long.weight", np.asarray(rope["long_factor"], dtype=np.float32))
+        writer.add_tensor("rope_factors_short.weight", np.asarray(rope["short_factor"], dtype=np.float32))
+    _add_gguf_tokenizer(writer, hf_dir, config, pre)
+
+    if fuse_qkv:
+        for layer in range(n_layer):
+            prefix = f"model.layers.{layer}.self_attn."
+            for kind in ("weight", "bias"):
+                parts = [state.pop(f"{prefix}{p}_proj.{kind}") for p in "qkv"]
+                state[f"{prefix}qkv.{kind}"] = np.concatenate(parts)
+    for hf_name, tensor in state.items():
+        stem, kind = hf_name.rsplit(".", 1)
+        gguf_name = "blk.{}.attn_qkv.{}".format(stem.split(".")[2], kind) if stem.endswith("qkv") else None
+        gguf_name = gguf_name or f"{names.get_name(stem)}.{kind}"
+        if config["model_type"] == "llama" and stem.endswith(("q_proj", "k_proj")):
+            tensor = llama_cpp_permute(tensor, n_head if stem.endswith("q_proj") else n_kv)
+        tensor = np.ascontiguousarray(tensor, dtype=np.float32)
+        if tensor.ndim == 2 and qtype != "F32":
+            q = gguf.GGMLQuantizationType[qtype]
+            data = tensor.astype(np.float16) if qtype == "F16" else gguf.quants.quantize(tensor, q)
+            writer.add_tensor(gguf_name, data, raw_dtype=q)
+        else:
+            writer.add_tensor(gguf_name, tensor)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _add_gguf_tokenizer(writer: Any, hf_dir: Path, config: dict[str, Any], pre: str) -> None:
+    tokenizer = json.loads((hf_dir / "tokenizer.json").read_text())
+    by_id = {i: t for t, i in tokenizer["model"]["vocab"].items()}
+    special = {t["id"] for t in tokenizer["added_tokens"] if t["special"]}
+    tokens, kinds = [], []
+    for i in range(config["vocab_size"]):
+        if i in by_id:
+            tokens.append(by_id[i])
+            kinds.append(3 if i in special else 1)  # CONTROL / NORMAL
+        else:  # convert_hf_to_gguf pads the vocabulary up to the embedding's rows
+            tokens.append(f"[PAD{i}]")
+            kinds.append(4)  # USER_DEFINED
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(kinds)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(config["bos_token_id"])
+    writer.add_eos_token_id(config["eos_token_id"])
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHATML_TEMPLATE)

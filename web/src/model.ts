@@ -1,0 +1,142 @@
+// Runs a compiled model directory on WebGPU: weights, paged KV cache, chunked prefill, decode.
+// The generation protocol mirrors webllm_build/runner.py (the CPU reference) step for step.
+
+import * as tvmjs from "@mlc-ai/web-runtime";
+import { EngineError, loadLibrary, type LoadedLibrary } from "./library";
+
+// Mirrors webllm-config.json, written by webllm_build/compile.py (snake_case kept on purpose).
+export interface ModelConfig {
+  format: number;
+  model: string;
+  architecture: string;
+  quantization: string;
+  dtype: string;
+  vocab_size: number;
+  hidden_size: number;
+  context_window: number;
+  prefill_chunk: number;
+  page_size: number;
+  bos_token_id: number | null;
+  eos_token_ids: number[];
+  chat_template: string | null;
+  required_features: string[];
+  library: string;
+  tokenizer: string;
+  tensor_cache: string;
+  param_names: string[];
+}
+
+const SEQUENCE_ID = 0;
+
+export class Model {
+  private kvCache?: tvmjs.TVMObject;
+  private length = 0;
+
+  private constructor(
+    readonly config: ModelConfig,
+    private readonly lib: LoadedLibrary,
+    private readonly params: tvmjs.TVMObject,
+  ) {
+    this.reset();
+  }
+
+  // `baseUrl` is the model directory, ending in "/".
+  static async load(baseUrl: string, log: (msg: string) => void = () => {}): Promise<Model> {
+    const response = await fetch(new URL("webllm-config.json", baseUrl));
+    if (!response.ok) {
+      throw new EngineError("fetch-failed", `No model config at ${baseUrl}: HTTP ${response.status}.`);
+    }
+    const config = (await response.json()) as ModelConfig;
+    const lib = await loadLibrary(new URL(config.library, baseUrl).href, log);
+    const { tvm, device } = lib;
+    await tvm.fetchTensorCache(baseUrl, device, { cacheScope: "webllm_build/weights" });
+    const params = tvm.withNewScope(() =>
+      tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(config.param_names)),
+    );
+    return new Model(config, lib, params);
+  }
+
+  get tokens(): number {
+    return this.length;
+  }
+
+  reset(): void {
+    const { tvm, vm } = this.lib;
+    const c = this.config;
+    this.kvCache?.dispose();
+    this.kvCache = tvm.withNewScope(() => {
+      const shape = (n: number) => tvm.makeShapeTuple([n]);
+      const cache = vm.getFunction("create_paged_kv_cache")(
+        shape(1), shape(c.context_window), shape(c.prefill_chunk), shape(c.page_size), shape(0),
+      ) as tvmjs.TVMObject;
+      tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence")(cache, new tvmjs.Scalar(SEQUENCE_ID, "int64"));
+      return tvm.detachFromCurrentScope(cache);
+    });
+    this.length = 0;
+  }
+
+  private async forward(fn: "prefill" | "decode", ids: number[]): Promise<Float32Array> {
+    const { tvm, device, vm } = this.lib;
+    if (this.length + ids.length > this.config.context_window) {
+      throw new EngineError(
+        "context-overflow",
+        `${this.length + ids.length} tokens exceed the context window of ${this.config.context_window}.`,
+      );
+    }
+    tvm.beginScope();
+    try {
+      const input = tvm.empty([ids.length], "int32", device).copyFrom(Int32Array.from(ids));
+      const embed = (vm.getFunction("embed")(input, this.params) as tvmjs.Tensor).view([
+        1, ids.length, this.config.hidden_size,
+      ]);
+      tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward")(
+        this.kvCache!, tvm.makeShapeTuple([SEQUENCE_ID]), tvm.makeShapeTuple([ids.length]),
+      );
+      const result = vm.getFunction(fn)(embed, this.kvCache!, this.params) as tvmjs.TVMArray;
+      tvm.getGlobalFunc("vm.builtin.kv_state_end_forward")(this.kvCache!);
+      const logits = result.get(0) as tvmjs.Tensor;
+      const host = tvm.empty(logits.shape, "float32", tvm.cpu()).copyFrom(logits);
+      await device.sync();
+      this.length += ids.length;
+      return host.toArray() as Float32Array;
+    } finally {
+      tvm.endScope();
+    }
+  }
+
+  // Feeds `ids` in prefill-chunk pieces; returns the last position's logits.
+  async prefill(ids: number[]): Promise<Float32Array> {
+    let logits = new Float32Array();
+    for (let start = 0; start < ids.length; start += this.config.prefill_chunk) {
+      logits = await this.forward("prefill", ids.slice(start, start + this.config.prefill_chunk));
+    }
+    return logits;
+  }
+
+  decode(token: number): Promise<Float32Array> {
+    return this.forward("decode", [token]);
+  }
+
+  async greedy(ids: number[], steps: number): Promise<number[]> {
+    let logits = await this.prefill(ids);
+    const out: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      out.push(argmax(logits));
+      if (this.config.eos_token_ids.includes(out[out.length - 1])) break;
+      logits = await this.decode(out[out.length - 1]);
+    }
+    return out;
+  }
+
+  dispose(): void {
+    this.kvCache?.dispose();
+    this.params.dispose();
+    this.lib.dispose();
+  }
+}
+
+export function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}

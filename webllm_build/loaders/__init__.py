@@ -1,0 +1,19 @@
+"""The checkpoint-loading stage: a model spec in, a lazily read checkpoint with HF names out.
+
+source = resolve_model("phi")          # preset, hub repo id, HF directory or .gguf file
+checkpoint = load_checkpoint(source)   # config, tensors, tokenizer, chat template, eos ids
+"""
+
+from __future__ import annotations
+
+from webllm_build.loaders.checkpoint import Checkpoint, ModelSource, TensorSource
+from webllm_build.loaders.gguf_file import load_gguf
+from webllm_build.loaders.hf_dir import load_hf_dir
+from webllm_build.loaders.resolve import resolve_model
+
+__all__ = ["Checkpoint", "ModelSource", "TensorSource", "load_checkpoint", "resolve_model"]
+
+
+def load_checkpoint(source: ModelSource) -> Checkpoint:
+    """Config, tokenizer and lazily read tensors of a resolved model; raises LoaderError."""
+    return load_gguf(source) if source.kind == "gguf" else load_hf_dir(source)

@@ -1,0 +1,84 @@
+"""What every loader produces: a checkpoint whose tensors are read one at a time, on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from webllm_build.errors import LoaderError
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model spec resolved to."""
+
+    kind: Literal["hf-dir", "gguf"]
+    path: Path  # a directory (hf-dir) or a .gguf file
+    preset: str | None  # preset name when the spec was one
+
+
+@dataclass(frozen=True)
+class LazyTensor:
+    """One tensor as the loader will hand it out, readable without touching the others."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    read: Callable[[], np.ndarray]
+
+
+class TensorSource:
+    """Tensors by Hugging Face checkpoint name, read lazily: a 3.8B model never sits in memory whole.
+
+    `load` returns float32 for bf16 and quantized GGUF types, and f16 / f32 as stored.
+    """
+
+    def __init__(self, origin: Path, tensors: dict[str, LazyTensor]) -> None:
+        self._origin = origin
+        self._tensors = tensors
+        self.names: list[str] = list(tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tensors
+
+    def _get(self, name: str) -> LazyTensor:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise LoaderError(f"{self._origin}: the checkpoint has no tensor named {name!r}") from None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._get(name).shape
+
+    def dtype(self, name: str) -> np.dtype:
+        """The dtype `load` returns for this tensor (not necessarily the stored one)."""
+        return self._get(name).dtype
+
+    def load(self, name: str) -> np.ndarray:
+        return self._get(name).read()
+
+
+@dataclass
+class Checkpoint:
+    source: ModelSource
+    config: dict[str, Any]  # config.json semantics, whatever the file format
+    tensors: TensorSource
+    tokenizer_json: str  # a full Hugging Face `tokenizers` JSON document
+    chat_template: str | None
+    bos_token_id: int | None
+    eos_token_ids: list[int]  # every id that ends generation, from all the files that name one
+    generation_config: dict[str, Any] = field(default_factory=dict)
+
+
+def token_ids(*values: Any) -> list[int]:
+    """Merge eos-like fields (an int, a list of ints or None each) into ordered, distinct ids."""
+    merged: list[int] = []
+    for value in values:
+        items: Iterable[Any] = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool) and item not in merged:
+                merged.append(item)
+    return merged
