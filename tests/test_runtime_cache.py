@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -46,7 +47,9 @@ def test_damaged_runtime_is_rebuilt(wasm_runtime, tmp_path, monkeypatch):
     copy = rt.runtime_root() / wasm_runtime.key
     shutil.copytree(wasm_runtime.directory, copy)
     (copy / "wasm_runtime.o").write_bytes(b"garbage")
-    (rt.runtime_root() / ".tmp-leftover-from-a-crash").mkdir()
+    leftover = rt.runtime_root() / ".tmp-leftover-from-a-crash"
+    leftover.mkdir()
+    os.utime(leftover, (0, 0))  # a killed build, long ago
 
     rebuilt = rt.build_runtime()
     assert rebuilt.directory == copy
@@ -63,8 +66,11 @@ def test_interrupted_atomic_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sweep_removes_stale_temp_dirs(tmp_path):
-    (tmp_path / ".tmp-entry-abc").mkdir()
+def test_sweep_removes_only_stale_temp_dirs(tmp_path):
+    stale = tmp_path / ".tmp-killed-build"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    (tmp_path / ".tmp-build-running-now").mkdir()
     (tmp_path / "kept").mkdir()
     sweep_stale_temps(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-build-running-now", "kept"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,10 +47,22 @@ def atomic_directory(final: Path, *, replace: bool = True) -> Iterator[Path]:
         raise
 
 
+# Older than any real build; a younger temp dir may belong to a build running right now in
+# another process, and must be left alone.
+STALE_AFTER_S = 6 * 3600
+
+
 def sweep_stale_temps(parent: Path) -> None:
-    """Remove temp dirs that an interrupted build left in `parent`."""
+    """Remove temp dirs that a killed build left in `parent` (interrupted ones clean up)."""
     if not parent.is_dir():
         return
+    now = time.time()
     for entry in parent.iterdir():
-        if entry.name.startswith((".tmp-", ".old-")) and entry.is_dir():
+        if not entry.name.startswith((".tmp-", ".old-")) or not entry.is_dir():
+            continue
+        try:
+            stale = now - entry.stat().st_mtime > STALE_AFTER_S
+        except FileNotFoundError:  # another process finished with it meanwhile
+            continue
+        if stale:
             shutil.rmtree(entry, ignore_errors=True)

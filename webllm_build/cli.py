@@ -41,6 +41,36 @@ def _runtime(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    from webllm_build.compile import CompileOptions, compile_model
+
+    from webllm_build.presets import DEFAULT_PRESET
+
+    options = CompileOptions(
+        model=args.model or DEFAULT_PRESET,
+        quantization=args.quant,
+        context_window=args.context_window,
+        prefill_chunk=args.prefill_chunk,
+        target=args.target,
+    )
+    result = compile_model(options, args.out, _log)
+    c = result.config
+    print(f"Compiled {c['model']} ({c['architecture']}, {c['quantization']}) into {result.directory}")
+    return 0
+
+
+def _models(_args: argparse.Namespace) -> int:
+    from webllm_build.presets import DEFAULT_PRESET, list_presets
+
+    presets = list_presets()
+    width = max(len(p.name) for p in presets)
+    for p in presets:
+        default = "  (default)" if p.name == DEFAULT_PRESET else ""
+        print(f"{p.name:<{width}}  {p.quantization:<8} {p.description}{default}")
+    print("\nAlso accepted: a Hugging Face repo id, a local HF directory, or a .gguf file.")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from webllm_build.serve import serve_forever
 
@@ -66,6 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "runtime", help="build (or find cached) the TVM wasm runtime and print its directory"
     ).set_defaults(run=_runtime)
+
+    compile_ = commands.add_parser(
+        "compile", help="compile a model into a WebGPU library, converted weights and a config"
+    )
+    compile_.add_argument(
+        "--model",
+        default=None,
+        help="preset, HF repo id, HF directory or .gguf (default: smollm2-135m; see `webllm_build models`)",
+    )
+    compile_.add_argument(
+        "--quant",
+        default=None,
+        help="q4f32_1, q4f16_1, q0f32 or q0f16 (default: the preset's choice, else q4f32_1)",
+    )
+    compile_.add_argument("--context-window", type=int, default=None)
+    compile_.add_argument("--prefill-chunk", type=int, default=512)
+    compile_.add_argument(
+        "--target",
+        choices=["webgpu", "cpu"],
+        default="webgpu",
+        help="cpu builds the same model for the local CPU (a fast reference)",
+    )
+    compile_.add_argument("--out", type=Path, required=True)
+    compile_.set_defaults(run=_compile)
+
+    commands.add_parser("models", help="list the model presets").set_defaults(run=_models)
 
     serve = commands.add_parser("serve", help="serve a built site as a static CDN would")
     serve.add_argument("directory", type=Path)

@@ -182,6 +182,8 @@ def compile_model(
     options: CompileOptions, out: Path, log: Callable[[str], None] = lambda _m: None
 ) -> CompiledModel:
     """Resolve, load, compile, convert; writes `out` atomically (nothing partial on failure)."""
+    if options.quantization is not None:
+        get_quantization(options.quantization)  # fail before the slow checkpoint load
     source = resolve_model(options.model)
     checkpoint = load_checkpoint(source)
     preset = PRESETS.get(source.preset or "")

@@ -18,7 +18,7 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.errors import CompileError
 from webllm_build.models.base import Embedding
 
 MAX_INT = 7  # symmetric 4-bit: q in [-7, 7], stored with an offset of 7
@@ -51,7 +51,7 @@ QUANTIZATIONS: dict[str, Quantization] = {
 
 def get_quantization(name: str) -> Quantization:
     if name not in QUANTIZATIONS:
-        raise WebLLMBuildError(f"Unknown quantization `{name}`. Choose one of: {', '.join(QUANTIZATIONS)}.")
+        raise CompileError(f"Unknown quantization `{name}`. Choose one of: {', '.join(QUANTIZATIONS)}.")
     return QUANTIZATIONS[name]
 
 
