@@ -43,7 +43,6 @@ def _runtime(_args: argparse.Namespace) -> int:
 
 def _compile(args: argparse.Namespace) -> int:
     from webllm_build.compile import CompileOptions, compile_model
-
     from webllm_build.presets import DEFAULT_PRESET
 
     options = CompileOptions(

@@ -61,7 +61,7 @@ def architecture_of(hf_config: dict[str, Any], source: str) -> Architecture:
         raise LoaderError(f"{source}: the field `architectures` is missing, so the model type is unknown.")
     if names[0] not in ARCHITECTURES:
         raise LoaderError(
-            f"{source}: architecture `{names[0]}` is not supported. Supported: "
-            f"{', '.join(sorted(ARCHITECTURES))}."
+            f"{source}: the field `architectures` names `{names[0]}`, which is not supported. "
+            f"Supported: {', '.join(sorted(ARCHITECTURES))}."
         )
     return ARCHITECTURES[names[0]]

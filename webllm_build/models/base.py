@@ -37,7 +37,8 @@ class ModelConfig:
     rope_theta: float
     # Phi rotates only the first part of each head (partial_rotary_factor).
     rotary_dim: int
-    # In TVM's KV-cache form: {} or {"rope_type": "llama3" | "longrope", ...}.
+    # {} or {"rope_type": "llama3", ...} in TVM's KV-cache form, which the cache applies; or
+    # {"rope_type": "longrope", "attention_factor": ...}, which the model applies (`attention`).
     rope_scaling: dict[str, Any]
     # Longrope's per-frequency divisors, chosen for the context window (short or long factors).
     rope_ext_factors: list[float] | None
@@ -100,11 +101,8 @@ class DecoderModel(nn.Module):
         support_sliding_window: tirx.Var,
     ) -> PagedKVCache:
         c = self.config
-        ext_factors = (
-            relax.const(_f32(c.rope_ext_factors), "float32")
-            if c.rope_ext_factors is not None
-            else relax.prim_value(0)
-        )
+        # Longrope is rotated by the model (see `attention`), so the cache must not rotate again.
+        cache_rope = not _is_longrope(c)
         return TIRPagedKVCache(
             attn_kind="mha",
             max_batch_size=max_batch_size,
@@ -120,11 +118,11 @@ class DecoderModel(nn.Module):
             v_head_dim=c.head_dim,
             mla_original_qk_head_dim=0,
             mla_original_v_head_dim=0,
-            rope_mode=RopeMode.NORMAL,
+            rope_mode=RopeMode.NORMAL if cache_rope else RopeMode.NONE,
             rope_scale=1,
             rope_theta=c.rope_theta,
-            rope_scaling=c.rope_scaling,
-            rope_ext_factors=ext_factors,
+            rope_scaling=c.rope_scaling if cache_rope else {},
+            rope_ext_factors=relax.prim_value(0),
             rotary_dim=c.rotary_dim,
             enable_disaggregation=False,
             dtype=c.dtype,
@@ -164,8 +162,46 @@ class DecoderModel(nn.Module):
         }
 
 
-def _f32(values: list[float]) -> np.ndarray:
-    return np.asarray(values, dtype="float32")
+def attention(c: ModelConfig, qkv: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
+    """Causal attention of fused (batch, seq, q + k + v heads, head_dim) projections on the cache.
+
+    The cache rotates q and k itself, except for longrope: TVM 0.27's longrope kernel fails to
+    build (it tests a TIR Buffer for truth) and would pick its factors by the length of each
+    forward call rather than by position, so longrope models rotate here and run the cache
+    without rotary.
+    """
+    if _is_longrope(c):
+        batch, seq_len, _, _ = qkv.shape
+        qkv = _longrope(c, qkv, cache.get_query_positions(batch * seq_len))
+    return cache.attention_with_fused_qkv(layer_id, qkv, c.num_heads, sm_scale=c.head_dim**-0.5)
+
+
+def _is_longrope(c: ModelConfig) -> bool:
+    return c.rope_scaling.get("rope_type") == "longrope"
+
+
+def _longrope(c: ModelConfig, qkv: Tensor, positions: Tensor) -> Tensor:
+    """Rotate the first `rotary_dim` features of the q and k heads, as transformers' longrope does."""
+    half = c.rotary_dim // 2
+    # transformers' float32 inverse frequencies, computed the same way so the angles agree.
+    exponents = np.arange(0, c.rotary_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(c.rotary_dim)
+    factors = np.asarray(c.rope_ext_factors, dtype=np.float32)
+    inv_freq = Tensor.from_const((1.0 / (factors * np.float32(c.rope_theta) ** exponents)).astype(np.float32))
+    scale = tirx.const(c.rope_scaling["attention_factor"], "float32")
+    rotated_heads = c.num_heads + c.num_kv_heads
+
+    def rotate(x: te.Tensor, pos: te.Tensor, freq: te.Tensor) -> te.Tensor:
+        def element(b, s, h, d):
+            angle = pos[b * x.shape[1] + s].astype("float32") * freq[d % half]
+            partner = tirx.if_then_else(d < half, -x[b, s, h, d + half], x[b, s, h, d - half])
+            cos, sin = tirx.cos(angle) * scale, tirx.sin(angle) * scale
+            value = x[b, s, h, d].astype("float32") * cos + partner.astype("float32") * sin
+            inside = tirx.all(h < rotated_heads, d < c.rotary_dim)
+            return tirx.if_then_else(inside, value.astype(x.dtype), x[b, s, h, d])
+
+        return te.compute(x.shape, element, name="longrope")
+
+    return op.tensor_expr_op(rotate, "longrope", [qkv, positions, inv_freq])
 
 
 def _last_position(hidden: Tensor) -> Tensor:
@@ -205,15 +241,16 @@ def read_rope(
         original = scaling.get("original_max_position_embeddings") or hf.get(
             "original_max_position_embeddings"
         )
-        maximum = hf_field(hf, "max_position_embeddings", source)
-        factor = maximum / original
-        expected_attention = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
-        given_attention = scaling.get("attention_factor")
-        if given_attention is not None and abs(given_attention - expected_attention) > 1e-6:
+        if not original:
             raise LoaderError(
-                f"{source}: rope_scaling.attention_factor {given_attention} differs from the "
-                f"longrope default {expected_attention:.6f}; only the default is supported."
+                f"{source}: longrope needs `original_max_position_embeddings` (in rope_scaling or "
+                f"at the top level of the config), and it is missing."
             )
+        # transformers' defaults: the context extension factor, and the attention scaling it implies.
+        factor = scaling.get("factor") or hf_field(hf, "max_position_embeddings", source) / original
+        attention_factor = scaling.get("attention_factor")
+        if attention_factor is None:
+            attention_factor = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
         # Like transformers for sequences within the original window: short factors, unless
         # the context window we compile for reaches beyond it.
         factors = scaling["long_factor" if context_window > original else "short_factor"]
@@ -222,12 +259,9 @@ def read_rope(
                 f"{source}: rope_scaling factors have {len(factors)} entries; the rotary "
                 f"dimension {rotary_dim} needs {rotary_dim // 2}."
             )
-        tvm_scaling = {
-            "rope_type": "longrope",
-            "max_position_embeddings": maximum,
-            "original_max_position_embeddings": original,
-        }
-        return theta, tvm_scaling, [float(f) for f in factors]
+        longrope = {"rope_type": "longrope", "attention_factor": float(attention_factor)}
+        return theta, longrope, [float(f) for f in factors]
     raise LoaderError(
-        f"{source}: rope scaling type `{kind}` is not supported (supported: default, llama3, longrope)."
+        f"{source}: the field `rope_scaling` has type `{kind}`, which is not supported "
+        f"(supported: default, llama3, longrope)."
     )

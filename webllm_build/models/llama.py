@@ -13,7 +13,14 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from webllm_build.models.base import DecoderModel, Embedding, ModelConfig, hf_field, read_rope
+from webllm_build.models.base import (
+    DecoderModel,
+    Embedding,
+    ModelConfig,
+    attention,
+    hf_field,
+    read_rope,
+)
 
 
 class Attention(nn.Module):
@@ -27,7 +34,7 @@ class Attention(nn.Module):
         c = self.c
         batch, seq_len, _ = x.shape
         qkv = op.reshape(self.qkv_proj(x), (batch, seq_len, c.num_heads + 2 * c.num_kv_heads, c.head_dim))
-        out = cache.attention_with_fused_qkv(layer_id, qkv, c.num_heads, sm_scale=c.head_dim**-0.5)
+        out = attention(c, qkv, cache, layer_id)
         return self.o_proj(op.reshape(out, (batch, seq_len, c.num_heads * c.head_dim)))
 
 
