@@ -35,8 +35,8 @@ $(STAMPS)/python: pyproject.toml
 web: web/dist/webllm_build.js
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
-web/dist/webllm_build.js: web/node_modules/.package-lock.json web/build.mjs $(wildcard web/src/*.ts)
-	cd web && node build.mjs
+web/dist/webllm_build.js: web/node_modules/.package-lock.json web/build.mjs web/tsconfig.json $(wildcard web/src/*.ts)
+	cd web && npx --no-install tsc -p . && node build.mjs
 
 runtime: python system
 	@$(VENV)/bin/webllm_build runtime >/dev/null
@@ -55,6 +55,7 @@ lint: python
 
 bench: setup
 	$(PY) benchmarks/toolchain.py
+	$(PY) benchmarks/compile.py
 
 clean:
 	rm -rf $(STAMPS) web/dist web/node_modules

@@ -12,7 +12,7 @@ import asyncio
 import mimetypes
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,11 +38,19 @@ def _resolve(root: Path, request_path: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def make_app(root: Path, *, isolation_headers: bool = False) -> web.Application:
-    """An aiohttp app serving `root`. `isolation_headers` adds COOP/COEP (for SharedArrayBuffer)."""
+def make_app(
+    root: Path,
+    *,
+    isolation_headers: bool = False,
+    on_request: Callable[[web.Request], None] | None = None,
+) -> web.Application:
+    """An aiohttp app serving `root`. `isolation_headers` adds COOP/COEP (for SharedArrayBuffer);
+    `on_request` sees every request first (tests count requests with it)."""
     root = root.resolve()
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        if on_request is not None:
+            on_request(request)
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         path = _resolve(root, request.path)
@@ -70,11 +78,17 @@ def make_app(root: Path, *, isolation_headers: bool = False) -> web.Application:
 
 @contextmanager
 def serve_in_background(
-    root: Path, *, host: str = "127.0.0.1", port: int = 0, isolation_headers: bool = False
+    root: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    isolation_headers: bool = False,
+    on_request: Callable[[web.Request], None] | None = None,
 ) -> Iterator[str]:
     """Serve `root` from a background thread; yields the base URL (port 0 picks a free one)."""
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(make_app(root, isolation_headers=isolation_headers), access_log=None)
+    app = make_app(root, isolation_headers=isolation_headers, on_request=on_request)
+    runner = web.AppRunner(app, access_log=None)
     started = threading.Event()
     box: dict[str, object] = {}
 

@@ -3,3 +3,12 @@
 export { probeWebGPU, type AdapterReport } from "./webgpu";
 export { EngineError, loadLibrary, runFloat32, type LoadedLibrary } from "./library";
 export { Model, argmax, type ModelConfig } from "./model";
+export {
+  defaultScope,
+  deleteCachedWeights,
+  loadWeights,
+  type LoadProgress,
+  type LoadWeightsOptions,
+  type StoreKind,
+  type TensorManifest,
+} from "./weights";

@@ -3,6 +3,7 @@
 
 import * as tvmjs from "@mlc-ai/web-runtime";
 import { EngineError, loadLibrary, type LoadedLibrary } from "./library";
+import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 
 // Mirrors webllm-config.json, written by webllm_build/compile.py (snake_case kept on purpose).
 export interface ModelConfig {
@@ -36,24 +37,25 @@ export class Model {
     readonly config: ModelConfig,
     private readonly lib: LoadedLibrary,
     private readonly params: tvmjs.TVMObject,
+    readonly manifest: TensorManifest,
+    readonly loadReport: LoadProgress,
   ) {
     this.reset();
   }
 
   // `baseUrl` is the model directory, ending in "/".
-  static async load(baseUrl: string, log: (msg: string) => void = () => {}): Promise<Model> {
-    const response = await fetch(new URL("webllm-config.json", baseUrl));
-    if (!response.ok) {
-      throw new EngineError("fetch-failed", `No model config at ${baseUrl}: HTTP ${response.status}.`);
-    }
-    const config = (await response.json()) as ModelConfig;
-    const lib = await loadLibrary(new URL(config.library, baseUrl).href, log);
+  static async load(baseUrl: string, options: LoadWeightsOptions & { log?: (msg: string) => void } = {}) {
+    const config = await fetchJson<ModelConfig>(new URL("webllm-config.json", baseUrl).href);
+    const manifest = await fetchJson<TensorManifest>(new URL(config.tensor_cache, baseUrl).href);
+    const lib = await loadLibrary(new URL(config.library, baseUrl).href, options.log);
     const { tvm, device } = lib;
-    await tvm.fetchTensorCache(baseUrl, device, { cacheScope: "webllm_build/weights" });
+    const loaded = await loadWeights(tvm, device, baseUrl, manifest, options);
     const params = tvm.withNewScope(() =>
       tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(config.param_names)),
     );
-    return new Model(config, lib, params);
+    // The VM holds the parameters now; the by-name cache would keep a second reference alive.
+    tvm.tensorCacheClear();
+    return new Model(config, lib, params, manifest, loaded);
   }
 
   get tokens(): number {
@@ -106,7 +108,7 @@ export class Model {
 
   // Feeds `ids` in prefill-chunk pieces; returns the last position's logits.
   async prefill(ids: number[]): Promise<Float32Array> {
-    let logits = new Float32Array();
+    let logits: Float32Array = new Float32Array();
     for (let start = 0; start < ids.length; start += this.config.prefill_chunk) {
       logits = await this.forward("prefill", ids.slice(start, start + this.config.prefill_chunk));
     }
@@ -133,6 +135,15 @@ export class Model {
     this.params.dispose();
     this.lib.dispose();
   }
+}
+
+async function fetchJson<T>(url: string): Promise<T> {
+  // The small top-level files change with every deploy: always revalidate them.
+  const response = await fetch(url, { cache: "no-cache" }).catch((err) => {
+    throw new EngineError("fetch-failed", `Could not download ${url}: ${String(err)}.`);
+  });
+  if (!response.ok) throw new EngineError("fetch-failed", `Could not download ${url}: HTTP ${response.status}.`);
+  return (await response.json()) as T;
 }
 
 export function argmax(values: Float32Array): number {
