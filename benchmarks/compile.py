@@ -36,7 +36,7 @@ def main() -> None:
                 CompileOptions(model="smollm2-135m", quantization=quantization), Path(tmp) / quantization
             )
             seconds = time.perf_counter() - start
-            weights = sum(p.stat().st_size for p in out.directory.glob("params_shard_*.bin"))
+            weights = sum(p.stat().st_size for p in out.directory.glob("params-*.bin"))
             rows.append(
                 {
                     "model": "smollm2-135m",

@@ -25,10 +25,10 @@ def test_library_is_standalone_wasm(dense_softmax_wasm):
     assert b"@compute" in data
 
 
-def test_webgpu_in_chromium_matches_numpy_for_two_lengths(dense_softmax_wasm):
+def test_webgpu_in_chromium_matches_numpy_for_two_lengths(dense_softmax_wasm, browser):
     rng = np.random.default_rng(1)
     cases = {n: selfcheck.make_inputs(n, rng) for n in (5, 64)}
-    outputs, adapter = selfcheck.run_in_browser(dense_softmax_wasm, cases)
+    outputs, adapter = selfcheck.run_in_browser(dense_softmax_wasm, cases, browser)
     assert adapter["available"]
     for n, (x, w, b) in cases.items():
         assert outputs[n].shape == (n, selfcheck.OUT_FEATURES)

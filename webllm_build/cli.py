@@ -51,11 +51,21 @@ def _compile(args: argparse.Namespace) -> int:
         context_window=args.context_window,
         prefill_chunk=args.prefill_chunk,
         target=args.target,
+        shard_mb=args.shard_mb,
+        bf16=args.bf16,
     )
     result = compile_model(options, args.out, _log)
     c = result.config
     print(f"Compiled {c['model']} ({c['architecture']}, {c['quantization']}) into {result.directory}")
     return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from webllm_build.artifacts import format_report, inspect_model
+
+    report = inspect_model(args.directory, verify=args.verify)
+    print(format_report(report))
+    return 1 if report.problems else 0
 
 
 def _models(_args: argparse.Namespace) -> int:
@@ -117,10 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="webgpu",
         help="cpu builds the same model for the local CPU (a fast reference)",
     )
+    compile_.add_argument("--shard-mb", type=float, default=32, help="weight shard size cap in MiB")
+    compile_.add_argument(
+        "--bf16",
+        action="store_true",
+        help="store f32 tensors as bf16 (half the download; ~2e-3 logit change)",
+    )
     compile_.add_argument("--out", type=Path, required=True)
     compile_.set_defaults(run=_compile)
 
     commands.add_parser("models", help="list the model presets").set_defaults(run=_models)
+
+    inspect = commands.add_parser(
+        "inspect", help="parameters, bytes, shards and features of a compiled model"
+    )
+    inspect.add_argument("directory", type=Path)
+    inspect.add_argument("--verify", action="store_true", help="check every file's size and sha256")
+    inspect.set_defaults(run=_inspect)
 
     serve = commands.add_parser("serve", help="serve a built site as a static CDN would")
     serve.add_argument("directory", type=Path)

@@ -1,11 +1,15 @@
 """The compile stage: a model spec in, a directory the browser engine can run out.
 
-    <out>/model.wasm            WebGPU kernels + wasm32 host code + the TVM runtime
-                                (model.so for the CPU target, used as the fast reference)
-    <out>/tensor-cache.json     the weights, converted and quantized, in tvmjs's format
-    <out>/params_shard_*.bin
-    <out>/tokenizer.json
-    <out>/webllm-config.json    everything else the browser needs (see `browser_config`)
+    <out>/webllm-model.json          the index: names every file below with size and sha256
+    <out>/model-<hash>.wasm          WebGPU kernels + wasm32 host code + the TVM runtime
+                                     (model-<hash>.so for the CPU target, the fast reference)
+    <out>/tensor-cache.json          the weight manifest, in tvmjs's format
+    <out>/params-<hash>.bin          weight shards, converted and quantized
+    <out>/tokenizer-<hash>.json
+    <out>/webllm-config-<hash>.json  everything else the browser needs (see `browser_config`)
+
+Only the index and tensor-cache.json keep fixed names (short cache lifetime); every other file
+is named by its content, so a CDN can cache it forever and a rebuild renames only what changed.
 
 Compiled libraries are cached under `<cache>/libs/<key>/`, keyed by everything that shapes
 them, so rebuilding a site or rerunning tests does not recompile an unchanged model.
@@ -16,15 +20,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import tvm
-from tvm.contrib import tvmjs
 
+from webllm_build.artifacts import (
+    TENSOR_CACHE_FILE,
+    content_hashed_copy,
+    write_content_hashed,
+    write_model_index,
+    write_weights,
+)
 from webllm_build.atomic import atomic_directory, sweep_stale_temps
 from webllm_build.compiler.link import link_wasm
 from webllm_build.compiler.pipeline import compile_module
@@ -36,9 +46,8 @@ from webllm_build.loaders import Checkpoint, load_checkpoint, resolve_model
 from webllm_build.models import ModelConfig, architecture_of
 from webllm_build.paths import PACKAGE_DIR, cache_dir
 from webllm_build.presets import DEFAULT_PRESET, PRESETS
-from webllm_build.quantize import Quantization, get_quantization, quantize_modules
+from webllm_build.quantize import VALUES_PER_WORD, Quantization, get_quantization, quantize_modules
 
-CONFIG_FILE = "webllm-config.json"
 CONFIG_FORMAT = 1
 DEFAULT_CONTEXT_WINDOW = 4096
 DEFAULT_PREFILL_CHUNK = 512
@@ -54,6 +63,8 @@ class CompileOptions:
     context_window: int | None = None  # None: the model's own, capped at DEFAULT_CONTEXT_WINDOW
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
     target: Literal["webgpu", "cpu"] = "webgpu"
+    shard_mb: float = 32
+    bf16: bool = False  # store f32 tensors as bf16: half the download, ~2e-3 relative logit change
 
 
 @dataclass(frozen=True)
@@ -62,13 +73,18 @@ class CompiledModel:
     library: Path
     config: dict[str, Any]
 
+    @property
+    def tokenizer(self) -> Path:
+        return self.directory / self.config["tokenizer"]
+
 
 def library_name(target: str) -> str:
     return "model.wasm" if target == "webgpu" else "model.so"
 
 
 def model_config_for(checkpoint: Checkpoint, options: CompileOptions, q: Quantization) -> ModelConfig:
-    source = str(checkpoint.source.path)
+    path = checkpoint.source.path
+    source = str(path / "config.json" if checkpoint.source.kind == "hf-dir" else path)
     arch = architecture_of(checkpoint.config, source)
     native = int(checkpoint.config.get("max_position_embeddings") or DEFAULT_CONTEXT_WINDOW)
     context_window = options.context_window or min(native, DEFAULT_CONTEXT_WINDOW)
@@ -121,7 +137,12 @@ def compiled_library(
 ) -> tuple[Path, list[tuple[str, tuple[int, ...], str]]]:
     """The cached library for this model (compiling it if needed) and its parameter list."""
     target = webgpu_target() if target_name == "webgpu" else cpu_target()
-    mod, params = build_module(config, q, target)
+    try:
+        mod, params = build_module(config, q, target)
+    except WebLLMBuildError:
+        raise
+    except Exception as exc:  # TVM raises its own error types while tracing the model
+        raise CompileError(f"Exporting {config.architecture} ({q.name}) to Relax failed: {exc}") from None
     root = cache_dir() / "libs"
     final = root / _library_key(config, q, target)
     library = final / library_name(target_name)
@@ -149,7 +170,7 @@ def browser_config(
     q: Quantization,
     spec: str,
     params: list[tuple[str, tuple[int, ...], str]],
-    target_name: str,
+    files: dict[str, str],
 ) -> dict[str, Any]:
     return {
         "format": CONFIG_FORMAT,
@@ -171,9 +192,7 @@ def browser_config(
         "chat_template": checkpoint.chat_template,
         "generation_config": checkpoint.generation_config,
         "required_features": q.required_features,
-        "library": library_name(target_name),
-        "tokenizer": "tokenizer.json",
-        "tensor_cache": "tensor-cache.json",
+        **files,
         "param_names": [name for name, _, _ in params],
     }
 
@@ -194,10 +213,35 @@ def compile_model(
     log(f"Converting {len(params)} weight tensors ({q.name})...")
     fetch = checkpoint_fetcher(checkpoint.tensors, architecture_of(checkpoint.config, str(source.path)))
     with atomic_directory(out) as tmp:
-        arrays = dict(model_parameters(params, fetch, q, str(source.path)))
-        tvmjs.dump_tensor_cache(arrays, str(tmp), encode_format="raw", show_progress=False)
-        shutil.copy2(library, tmp / library.name)
-        (tmp / "tokenizer.json").write_text(checkpoint.tokenizer_json)
-        settings = browser_config(checkpoint, config, q, options.model, params, options.target)
-        (tmp / CONFIG_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-    return CompiledModel(out, out / library.name, settings)
+        write_weights(
+            model_parameters(params, fetch, q, str(source.path)),
+            tmp,
+            shard_mb=options.shard_mb,
+            bf16=options.bf16,
+            param_count=parameter_count(params),
+        )
+        files = {
+            "library": content_hashed_copy(library, tmp, "model"),
+            "tokenizer": write_content_hashed(checkpoint.tokenizer_json.encode(), tmp, "tokenizer", ".json"),
+            "tensor_cache": TENSOR_CACHE_FILE,
+        }
+        settings = browser_config(checkpoint, config, q, options.model, params, files)
+        config_text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+        files["config"] = write_content_hashed(config_text.encode(), tmp, "webllm-config", ".json")
+        index_extra = {
+            "model": options.model,
+            "quantization": q.name,
+            "required_features": q.required_features,
+        }
+        write_model_index(tmp, files, index_extra)
+    return CompiledModel(out, out / files["library"], settings)
+
+
+def parameter_count(params: list[tuple[str, tuple[int, ...], str]]) -> int:
+    """The model's parameter count: packed 4-bit words hold eight, scales are overhead."""
+    count = 0
+    for name, shape, _ in params:
+        if name.endswith(".q_scale"):
+            continue
+        count += math.prod(shape) * (VALUES_PER_WORD if name.endswith(".q_weight") else 1)
+    return count

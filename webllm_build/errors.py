@@ -9,6 +9,8 @@ traceback and exits non-zero.
     ├── LoaderError         a model spec cannot be resolved, or a checkpoint is unreadable,
     │                       incomplete or unsupported (names the file and the field)
     ├── CompileError        a Relax module fails to compile or link
+    ├── ArtifactError       a compiled model directory is missing, unreadable or not one
+    │                       (names the file and what to do)
     └── BrowserError        headless Chromium cannot start, has no WebGPU, or a page fails
 """
 
@@ -33,6 +35,10 @@ class LoaderError(WebLLMBuildError):
 
 class CompileError(WebLLMBuildError):
     """Compiling or linking a model library failed."""
+
+
+class ArtifactError(WebLLMBuildError):
+    """A compiled model directory cannot be written, read or trusted."""
 
 
 class BrowserError(WebLLMBuildError):

@@ -16,7 +16,7 @@ from tvm import relax
 from tvm.contrib import tvmjs
 from tvm.runtime import ShapeTuple
 
-from webllm_build.compile import CONFIG_FILE
+from webllm_build.artifacts import read_model_index
 from webllm_build.errors import WebLLMBuildError
 
 SEQUENCE_ID = 0
@@ -26,7 +26,8 @@ class CpuModel:
     """One conversation's state on a CPU-compiled model directory."""
 
     def __init__(self, directory: Path) -> None:
-        self.config = json.loads((directory / CONFIG_FILE).read_text())
+        index = read_model_index(directory)
+        self.config = json.loads((directory / index.files["config"].path).read_text())
         if not self.config["library"].endswith(".so"):
             raise WebLLMBuildError(f"{directory} holds a WebGPU build; compile with target cpu.")
         self.device = tvm.cpu()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from webllm_build.browser import evaluate, launch_browser, write_harness
+from webllm_build.browser import BrowserSession, evaluate, launch_browser, write_harness
 from webllm_build.compiler.link import link_wasm
 from webllm_build.compiler.runtime import build_runtime
 from webllm_build.compiler.target import cpu_target, webgpu_target
@@ -92,12 +93,17 @@ def build_webgpu_library(output: Path, log: Callable[[str], None]) -> Path:
     return link_wasm(executable, output, runtime)
 
 
-def run_in_browser(wasm: Path, cases: dict[int, tuple[np.ndarray, ...]]) -> tuple[dict, dict]:
-    """Run the library in headless Chromium; returns (outputs by n, adapter report)."""
+def run_in_browser(
+    wasm: Path, cases: dict[int, tuple[np.ndarray, ...]], browser: BrowserSession | None = None
+) -> tuple[dict, dict]:
+    """Run the library in headless Chromium; returns (outputs by n, adapter report).
+
+    Pass `browser` to reuse a running session (Playwright's sync API cannot nest).
+    """
     site = write_harness(wasm.parent, "webllm_build self-check")
-    outputs = {}
-    with serve_in_background(site) as url, launch_browser() as browser:
-        page, log = browser.open(url)
+    with serve_in_background(site) as url, ExitStack() as stack:
+        session = browser or stack.enter_context(launch_browser())
+        page, log = session.open(url)
         adapter = evaluate(page, log, "webllm.probeWebGPU()")
         if not adapter.get("available"):
             raise WebLLMBuildError(
@@ -105,6 +111,7 @@ def run_in_browser(wasm: Path, cases: dict[int, tuple[np.ndarray, ...]]) -> tupl
                 "Run `webllm_build doctor` to see what is missing."
             )
         evaluate(page, log, "async (url) => { window.lib = await webllm.loadLibrary(url); }", wasm.name)
+        outputs = {}
         for n, arrays in cases.items():
             inputs = [{"shape": list(a.shape), "data": a.ravel().tolist()} for a in arrays]
             result = evaluate(page, log, "(inputs) => webllm.runFloat32(window.lib, 'main', inputs)", inputs)

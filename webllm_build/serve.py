@@ -86,8 +86,15 @@ def serve_in_background(
     on_request: Callable[[web.Request], None] | None = None,
 ) -> Iterator[str]:
     """Serve `root` from a background thread; yields the base URL (port 0 picks a free one)."""
-    loop = asyncio.new_event_loop()
     app = make_app(root, isolation_headers=isolation_headers, on_request=on_request)
+    with serve_app_in_background(app, host=host, port=port) as url:
+        yield url
+
+
+@contextmanager
+def serve_app_in_background(app: web.Application, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run any aiohttp app (ours, or ours behind test middleware) on a background thread."""
+    loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
     started = threading.Event()
     box: dict[str, object] = {}

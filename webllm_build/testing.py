@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from webllm_build.browser import BrowserSession, PageLog, evaluate, write_harness
+from webllm_build.browser import BrowserSession, evaluate, write_harness
+from webllm_build.errors import BrowserError
 
 
 def stage_models(directory: Path, models: dict[str, Path]) -> Path:
@@ -21,20 +22,54 @@ def stage_models(directory: Path, models: dict[str, Path]) -> Path:
     return directory
 
 
+LOAD_SCRIPT = """async ([name, options]) => {
+    const events = [], warnings = [];
+    try {
+        window.model = await webllm.Model.load(new URL(name + '/', location.href).href, {
+            ...options,
+            onProgress: (e) => events.push(e),
+            onWarning: (w) => warnings.push({code: w.code, message: w.message}),
+        });
+        return {report: window.model.loadReport, events, warnings, error: null};
+    } catch (e) {
+        const error = {code: e.code ?? null, message: String(e.message ?? e)};
+        return {report: null, events, warnings, error};
+    }
+}"""
+
+
 class PageModel:
-    """A model loaded in a page; each call runs in the browser and returns plain Python values."""
+    """A page holding one model of the site; each call runs in the browser, returns plain values.
+
+    `PageModel(browser, url, name)` opens the page only; `PageModel.loaded(...)` also loads the
+    model and fails loudly, and keeps the engine's report, progress events and warnings in
+    `load_result`.
+    """
 
     def __init__(self, browser: BrowserSession, url: str, name: str) -> None:
         self.page, self.log = browser.open(url)
         self.name = name
-        self._eval(
-            "async (name) => { window.model = await webllm.Model.load("
-            "new URL(name + '/', location.href).href); }",
-            name,
-        )
+        self.load_result: dict[str, Any] = {}
+
+    @classmethod
+    def loaded(cls, browser: BrowserSession, url: str, name: str, **load_options: Any) -> PageModel:
+        model = cls(browser, url, name)
+        model.load_result = model.load(**load_options)
+        if model.load_result["error"]:
+            raise BrowserError(f"Loading {name} failed: {model.load_result['error']}\n{model.log.tail()}")
+        return model
 
     def _eval(self, expression: str, arg: Any = None) -> Any:
         return evaluate(self.page, self.log, expression, arg)
+
+    def load(self, **options: Any) -> dict[str, Any]:
+        """Load (again) with engine options such as store="indexeddb"; errors come back as data."""
+        return self._eval(LOAD_SCRIPT, [self.name, options])
+
+    def reload(self) -> None:
+        """Reload the page: a second visit, with the browser's storage kept."""
+        self.page.reload()
+        self.page.wait_for_function("window.webllmReady === true")
 
     def reset(self) -> None:
         self._eval("() => model.reset()")
@@ -48,6 +83,8 @@ class PageModel:
     def greedy(self, ids: list[int], steps: int) -> list[int]:
         return self._eval("async ([ids, n]) => model.greedy(ids, n)", [ids, steps])
 
-    @property
-    def console(self) -> PageLog:
-        return self.log
+    def delete_cached_weights(self) -> int:
+        return self._eval(
+            "(name) => webllm.deleteCachedWeights(new URL(name + '/', location.href).href, model.manifest)",
+            self.name,
+        )

@@ -16,6 +16,7 @@ export interface LoadedLibrary {
   tvm: tvmjs.Instance;
   device: tvmjs.DLDevice;
   vm: tvmjs.VirtualMachine;
+  features: Set<string>; // WebGPU features the device was created with
   dispose(): void;
 }
 
@@ -53,6 +54,7 @@ export async function loadLibrary(
     tvm,
     device,
     vm,
+    features: new Set([...gpu.device.features].map(String)),
     dispose() {
       vm.dispose();
       tvm.dispose();

@@ -5,7 +5,16 @@ import * as tvmjs from "@mlc-ai/web-runtime";
 import { EngineError, loadLibrary, type LoadedLibrary } from "./library";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 
-// Mirrors webllm-config.json, written by webllm_build/compile.py (snake_case kept on purpose).
+// Mirrors webllm-model.json, the one fixed-name file of a model directory (webllm_build/artifacts.py).
+export interface ModelIndex {
+  format: number;
+  model: string;
+  quantization: string;
+  required_features: string[];
+  files: Record<"library" | "tokenizer" | "config" | "tensor_cache", { path: string; nbytes: number; sha256: string }>;
+}
+
+// Mirrors webllm-config-<hash>.json, written by webllm_build/compile.py (snake_case on purpose).
 export interface ModelConfig {
   format: number;
   model: string;
@@ -45,9 +54,22 @@ export class Model {
 
   // `baseUrl` is the model directory, ending in "/".
   static async load(baseUrl: string, options: LoadWeightsOptions & { log?: (msg: string) => void } = {}) {
-    const config = await fetchJson<ModelConfig>(new URL("webllm-config.json", baseUrl).href);
-    const manifest = await fetchJson<TensorManifest>(new URL(config.tensor_cache, baseUrl).href);
-    const lib = await loadLibrary(new URL(config.library, baseUrl).href, options.log);
+    const index = await fetchJson<ModelIndex>(new URL("webllm-model.json", baseUrl).href);
+    const at = (role: keyof ModelIndex["files"]) => new URL(index.files[role].path, baseUrl).href;
+    const [config, manifest] = await Promise.all([
+      fetchJson<ModelConfig>(at("config")),
+      fetchJson<TensorManifest>(at("tensor_cache")),
+    ]);
+    const lib = await loadLibrary(at("library"), options.log);
+    const missing = index.required_features.filter((f) => !lib.features.has(f));
+    if (missing.length > 0) {
+      lib.dispose();
+      throw new EngineError(
+        "missing-feature",
+        `This model (${index.quantization}) needs the WebGPU feature(s) ${missing.join(", ")}, which this ` +
+          "GPU or browser does not offer. Use an f32 variant of the model (q4f32_1 or q0f32).",
+      );
+    }
     const { tvm, device } = lib;
     const loaded = await loadWeights(tvm, device, baseUrl, manifest, options);
     const params = tvm.withNewScope(() =>

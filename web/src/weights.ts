@@ -150,12 +150,18 @@ async function quotaWarning(needed: number, err: unknown): Promise<EngineError> 
   const estimate = await navigator.storage?.estimate?.().catch(() => undefined);
   const available = estimate?.quota !== undefined ? estimate.quota - (estimate.usage ?? 0) : undefined;
   const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+  // estimate() can report more than the browser then grants (it is an estimate, and policies
+  // such as per-site limits apply on write), so report both numbers rather than a verdict.
+  const reported =
+    available === undefined
+      ? ""
+      : available >= needed
+        ? `; the browser reports ${mb(available)} available but refused the write`
+        : `; ${mb(available)} are available`;
   return new EngineError(
     "quota-exceeded",
-    `Not enough browser storage to cache the model: it needs ${mb(needed)}` +
-      (available !== undefined ? `, ${mb(available)} are available` : "") +
-      `. The model still loads from the network; free space (or delete other cached models) to ` +
-      `cache it. (${String(err)})`,
+    `Not enough browser storage to cache the model: it needs ${mb(needed)}${reported}. The model ` +
+      `still loads from the network; free space (or delete other cached models) to cache it. (${String(err)})`,
   );
 }
 
@@ -168,11 +174,18 @@ function decodeBf16(bytes: Uint8Array): Float32Array {
 
 function uploadShard(tvm: tvmjs.Instance, device: tvmjs.DLDevice, shard: ShardRecord, bytes: ArrayBuffer) {
   for (const rec of shard.records) {
-    const data = new Uint8Array(bytes, rec.byteOffset, rec.nbytes);
+    // slice(): a copy at offset 0, so typed views of it are aligned whatever byteOffset was.
+    const data = new Uint8Array(bytes, rec.byteOffset, rec.nbytes).slice();
     tvm.withNewScope(() => {
       const gpu = tvm.detachFromCurrentScope(tvm.empty(rec.shape, rec.dtype, device));
-      if (rec.format === "f32-to-bf16") gpu.copyFrom(decodeBf16(data));
-      else gpu.copyFromRawBytes(data);
+      if (rec.format === "f32-to-bf16") {
+        gpu.copyFrom(decodeBf16(data));
+      } else if (rec.nbytes % 4 === 0) {
+        gpu.copyFromRawBytes(data);
+      } else {
+        // WebGPU writes whole 4-byte words: odd-sized tensors go through a CPU tensor.
+        gpu.copyFrom(tvm.empty(rec.shape, rec.dtype, tvm.cpu()).copyFromRawBytes(data));
+      }
       tvm.tensorCacheUpdate(rec.name, gpu, true);
       // The cache holds its own reference; drop ours.
       gpu.dispose();
@@ -207,37 +220,52 @@ export async function loadWeights(
   let storing = true;
 
   const fetchShard = async (url: string, shard: ShardRecord): Promise<ArrayBuffer> => {
+    const failed = (why: string) =>
+      new EngineError(
+        "fetch-failed",
+        `Downloading ${shard.dataPath} failed: ${why}. Reload to resume; shards already stored are kept.`,
+      );
+    // The HTTP cache would only duplicate the shard store; the store is the cache here.
     const response = await fetch(url, { cache: "no-store" }).catch((err) => {
-      throw new EngineError("fetch-failed", `Downloading ${shard.dataPath} failed: ${String(err)}.`);
+      throw failed(String(err));
     });
-    if (!response.ok) {
-      throw new EngineError("fetch-failed", `Downloading ${shard.dataPath} failed: HTTP ${response.status}.`);
-    }
-    return response.arrayBuffer();
+    if (!response.ok) throw failed(`HTTP ${response.status}`);
+    // The body can still break off midway (a dropped connection).
+    return response.arrayBuffer().catch((err) => {
+      throw failed(String(err));
+    });
   };
 
-  const verified = async (shard: ShardRecord, bytes: ArrayBuffer): Promise<boolean> =>
-    bytes.byteLength === shard.nbytes && (!shard.sha256 || (await sha256Hex(bytes)) === shard.sha256);
+  // Why `bytes` is not the shard the manifest describes, or null when it is.
+  const mismatch = async (shard: ShardRecord, bytes: ArrayBuffer): Promise<string | null> => {
+    if (bytes.byteLength !== shard.nbytes) return `received ${bytes.byteLength} bytes, expected ${shard.nbytes}`;
+    const digest = shard.sha256 ? await sha256Hex(bytes) : undefined;
+    return digest !== shard.sha256 ? `sha256 ${digest?.slice(0, 16)}..., expected ${shard.sha256?.slice(0, 16)}...` : null;
+  };
 
   const obtain = async (shard: ShardRecord): Promise<ArrayBuffer> => {
     const url = new URL(shard.dataPath, baseUrl).href;
     const cached = await store.get(url);
     if (cached !== undefined) {
       report("verify");
-      if (await verified(shard, cached)) {
+      if ((await mismatch(shard, cached)) === null) {
         progress.fromCache++;
         return cached;
       }
       await store.delete(url); // damaged in storage: fetch a fresh copy below
     }
+    let problem = "";
     for (let attempt = 0; attempt < 2; attempt++) {
       report("download");
       const bytes = await fetchShard(url, shard);
       report("verify");
-      if (await verified(shard, bytes)) {
+      problem = (await mismatch(shard, bytes)) ?? "";
+      if (!problem) {
         progress.fromNetwork++;
         if (storing) {
           await store.put(url, bytes).catch(async (err) => {
+            // Concurrent workers fail together; one warning is enough.
+            if (!storing) return;
             storing = false;
             const isQuota = err instanceof DOMException && err.name === "QuotaExceededError";
             warn(
@@ -252,8 +280,8 @@ export async function loadWeights(
     }
     throw new EngineError(
       "corrupt-shard",
-      `The weight shard ${shard.dataPath} failed its integrity check twice (size or sha256 differs ` +
-        "from tensor-cache.json). The server has a damaged or mismatched copy: redeploy the model files.",
+      `The weight shard ${shard.dataPath} failed its integrity check twice (${problem}, per ` +
+        "tensor-cache.json). The server has a damaged or mismatched copy: redeploy the model files.",
     );
   };
 
@@ -271,7 +299,11 @@ export async function loadWeights(
     }
   };
   const workers = Math.max(1, Math.min(options.concurrency ?? 4, shards.length));
-  await Promise.all(Array.from({ length: workers }, worker));
+  // Let every worker finish (and store) what it can before reporting the first failure, so a
+  // reload resumes from as far as this attempt got.
+  const outcomes = await Promise.allSettled(Array.from({ length: workers }, worker));
+  const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+  if (failure) throw failure.reason;
   report("done");
   return progress;
 }

@@ -223,7 +223,7 @@ def hf_field(hf: dict[str, Any], name: str, source: str) -> Any:
 def read_rope(
     hf: dict[str, Any], rotary_dim: int, context_window: int, source: str
 ) -> tuple[float, dict[str, Any], list[float] | None]:
-    """(theta, scaling in TVM's KV-cache form, longrope ext factors) from an HF config.
+    """(theta, scaling as `ModelConfig.rope_scaling` holds it, longrope factors) from an HF config.
 
     transformers 5 writes `rope_parameters`; older checkpoints have `rope_theta` and
     `rope_scaling` (whose key was `type` before it became `rope_type`).

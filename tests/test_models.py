@@ -1,0 +1,381 @@
+"""The model compiler on the CPU target against an independent reference: transformers on the CPU.
+
+Every architecture variant is compiled for `cpu` and run through `CpuModel` (the same paged-KV-cache
+protocol the browser follows); its logits and greedy tokens are compared with transformers' on the
+same weights, or, for 4-bit presets, on the same weights quantized and dequantized by our own
+`quantize_weight` / `dequantize_weight`. The bounds reached are printed (`pytest -s` shows them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2.sandbox
+import numpy as np
+import pytest
+import torch
+from checkpoints import LLAMA3_ROPE_SCALING, PHI3_LONGROPE, VOCAB_SIZE, make_llama, make_phi, make_phi3
+from conftest import run_cli
+from reference import hf_last_logits, requantize_
+from safetensors.numpy import load_file, save_file
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.errors import WebLLMBuildError
+from webllm_build.loaders import resolve_model
+from webllm_build.runner import CpuModel
+
+LOGIT_TOLERANCE = 1e-3
+DECODE_STEPS = 6
+GREEDY_STEPS = 16
+PREFILL_CHUNK = 4  # smaller than every prompt, so prefill always runs in several chunks
+# transformers' default init (std 0.02) leaves tiny random models with near-uniform attention and
+# logits of std ~0.16, where a 1e-3 bound would hide a wrong rotary embedding. With std 0.2 the
+# logits have std ~1.6 and rope details matter: llama3 scaling vs plain rope moves them by ~3,
+# Phi-3's partial rotary by ~7, longrope's short factors vs none by ~0.3, its attention factor by ~2.7.
+INIT_STD = 0.2
+
+PROMPTS = [
+    [435, 327, 263, 140, 159, 23, 41, 11, 92, 416, 333],
+    [243, 263, 387, 486, 20, 76, 421, 485, 129, 161, 445],
+]
+# Longer than PHI3_LONGROPE's original window (64), where transformers switches to the long factors.
+LONG_PROMPT = [int(i) for i in np.random.default_rng(7).integers(3, VOCAB_SIZE, 70)]
+
+
+@dataclass(frozen=True)
+class Case:
+    factory: Callable[..., Path]
+    # Seeds and prompts of the quantized cases are chosen so that transformers' top-2 logit margin
+    # stays well above f16 rounding over all greedy steps (the margins are printed).
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    context_window: int | None = None
+    prompt: list[int] = field(default_factory=lambda: PROMPTS[0])
+
+
+CASES = {
+    "llama-gqa": Case(make_llama, seed=1),
+    "llama3-rope": Case(make_llama, overrides={"rope_scaling": LLAMA3_ROPE_SCALING}),
+    "llama-tied": Case(make_llama, overrides={"tie_word_embeddings": True}),
+    "phi-partial-rotary": Case(make_phi, seed=4),
+    "phi3": Case(make_phi3, seed=3, prompt=PROMPTS[1]),
+    "phi3-partial-rotary": Case(make_phi3, overrides={"partial_rotary_factor": 0.5}),
+    # Longrope takes its short factors when the compiled context fits the original window, as
+    # transformers does for sequences that fit it; the long factors otherwise, which transformers
+    # uses once a sequence outgrows that window (so the long case needs a 70-token prompt).
+    "phi3-longrope-short": Case(make_phi3, overrides=PHI3_LONGROPE, context_window=64),
+    "phi3-longrope-long": Case(make_phi3, overrides=PHI3_LONGROPE, prompt=LONG_PROMPT),
+}
+QUANTIZED_CASES = ["llama-gqa", "phi-partial-rotary", "phi3"]
+
+
+class Builds:
+    """Checkpoints and compiled directories, each made once per module."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._checkpoints: dict[str, Path] = {}
+        self._compiled: dict[tuple[str, str, int], Path] = {}
+
+    def checkpoint(self, name: str) -> Path:
+        if name not in self._checkpoints:
+            case = CASES[name]
+            self._checkpoints[name] = case.factory(
+                self.root / f"ckpt-{name}", seed=case.seed, initializer_range=INIT_STD, **case.overrides
+            )
+        return self._checkpoints[name]
+
+    def compiled(self, name: str, quantization: str, prefill_chunk: int = PREFILL_CHUNK) -> Path:
+        key = (name, quantization, prefill_chunk)
+        if key not in self._compiled:
+            options = CompileOptions(
+                model=str(self.checkpoint(name)),
+                quantization=quantization,
+                context_window=CASES[name].context_window,
+                prefill_chunk=prefill_chunk,
+                target="cpu",
+            )
+            out = self.root / f"out-{name}-{quantization}-{prefill_chunk}"
+            self._compiled[key] = compile_model(options, out).directory
+        return self._compiled[key]
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory) -> Builds:
+    return Builds(tmp_path_factory.mktemp("models"))
+
+
+def transformers_model(path: Path, **kwargs: Any) -> Any:
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **kwargs).eval()
+
+
+@dataclass
+class Greedy:
+    tokens: list[int]
+    margins: list[float]  # top-1 minus top-2 logit at each step
+    first_logits: np.ndarray
+
+
+def transformers_greedy(model: Any, ids: list[int], steps: int, eos_ids: list[int]) -> Greedy:
+    """transformers' own greedy search, with no logits processors, stopping after an eos token
+    as `CpuModel.greedy` does."""
+    settings = GenerationConfig(
+        do_sample=False,
+        max_new_tokens=steps,
+        eos_token_id=eos_ids,
+        pad_token_id=eos_ids[0],
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            generation_config=settings,
+        )
+    top2 = [torch.topk(step[0], 2).values for step in out.logits]
+    return Greedy(
+        tokens=out.sequences[0, len(ids) :].tolist(),
+        margins=[float(a - b) for a, b in top2],
+        first_logits=out.logits[0][0].numpy(),
+    )
+
+
+def max_error(ours: np.ndarray, expected: np.ndarray) -> float:
+    assert ours.shape == expected.shape
+    return float(np.abs(ours - expected).max())
+
+
+# --- 1. q0f32 logits of every architecture variant -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_logits_match_transformers(builds, name):
+    """Last-position logits after a chunked prefill, then after each decode step; transformers
+    recomputes the full sequence each time and chooses the next token."""
+    case = CASES[name]
+    assert len(case.prompt) > PREFILL_CHUNK
+    ours = CpuModel(builds.compiled(name, "q0f32"))
+    reference = transformers_model(builds.checkpoint(name))
+    sequence = list(case.prompt)
+    logits = ours.prefill(sequence)
+    errors = []
+    for step in range(DECODE_STEPS + 1):
+        expected = hf_last_logits(reference, sequence)
+        errors.append(max_error(logits, expected))
+        if step < DECODE_STEPS:
+            sequence.append(int(np.argmax(expected)))
+            logits = ours.decode(sequence[-1])
+    print(f"\n{name}: q0f32 max |logit error| {max(errors):.2e} (logit std {expected.std():.2f})")
+    assert max(errors) <= LOGIT_TOLERANCE, errors
+
+
+# --- 2. chunked prefill ---------------------------------------------------------------------------
+
+
+def test_chunked_prefill_equals_one_prefill(builds):
+    prompt = CASES["llama-gqa"].prompt
+    chunked = CpuModel(builds.compiled("llama-gqa", "q0f32", prefill_chunk=4))
+    whole = CpuModel(builds.compiled("llama-gqa", "q0f32", prefill_chunk=64))
+    assert (chunked.config["prefill_chunk"], whole.config["prefill_chunk"]) == (4, 64)
+    a, b = chunked.prefill(prompt), whole.prefill(prompt)
+    errors = [max_error(a, b)]
+    for _ in range(DECODE_STEPS):
+        token = int(np.argmax(a))
+        a, b = chunked.decode(token), whole.decode(token)
+        errors.append(max_error(a, b))
+    print(f"\nchunk 4 vs 64: max |logit difference| {max(errors):.2e}")
+    assert max(errors) <= 1e-5, errors
+
+
+# --- 3. 4-bit presets against transformers on the dequantized weights -----------------------------
+
+
+@pytest.mark.parametrize("quantization", ["q4f32_1", "q4f16_1"])
+@pytest.mark.parametrize("name", QUANTIZED_CASES)
+def test_quantized_greedy_matches_transformers(builds, name, quantization):
+    """transformers runs in float32 on our 4-bit weights (dequantized; f16 scales for q4f16_1),
+    so only our activation dtype differs from it."""
+    case = CASES[name]
+    scale_dtype = "float16" if quantization == "q4f16_1" else "float32"
+    ours = CpuModel(builds.compiled(name, quantization))
+    reference = requantize_(transformers_model(builds.checkpoint(name)), scale_dtype)
+    expected = transformers_greedy(reference, case.prompt, GREEDY_STEPS, ours.config["eos_token_ids"])
+    error = max_error(ours.prefill(case.prompt), expected.first_logits)
+    ours.reset()
+    tokens = ours.greedy(case.prompt, GREEDY_STEPS)
+    print(
+        f"\n{name} {quantization}: prefill max |logit error| {error:.2e}, "
+        f"smallest top-2 margin {min(expected.margins):.3f} over {len(expected.tokens)} steps"
+    )
+    assert len(expected.tokens) == GREEDY_STEPS  # no eos: every step is compared
+    assert tokens == expected.tokens
+    if quantization == "q4f32_1":  # the same float32 arithmetic as transformers, bar ordering
+        assert error <= LOGIT_TOLERANCE
+
+
+# --- 4. the real model: SmolLM2-135M-Instruct -----------------------------------------------------
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_STEPS = 32
+CHAT_PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers."]
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """Both builds, the chat prompts as token ids, and transformers' greedy answers for each build:
+    on the GGUF's weights as transformers dequantizes them (q0f32), then on those weights put
+    through our 4-bit quantization (q4f32_1)."""
+    root = tmp_path_factory.mktemp("smollm2")
+    compiled = {
+        # A 16-token chunk: the 35-38-token prompts prefill in three chunks.
+        q: compile_model(
+            CompileOptions(model=SMOLLM2, quantization=q, prefill_chunk=16, target="cpu"), root / q
+        )
+        for q in ("q0f32", "q4f32_1")
+    }
+    config = compiled["q0f32"].config
+    tokenizer = Tokenizer.from_file(str(compiled["q0f32"].tokenizer))
+    # transformers renders chat templates in this environment, with these options.
+    template = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    template = template.from_string(config["chat_template"])
+    prompts = [
+        tokenizer.encode(
+            template.render(messages=[{"role": "user", "content": text}], add_generation_prompt=True),
+            add_special_tokens=False,
+        ).ids
+        for text in CHAT_PROMPTS
+    ]
+    gguf = resolve_model(SMOLLM2).path
+    reference = transformers_model(gguf.parent, gguf_file=gguf.name)
+    eos = config["eos_token_ids"]
+    expected = {"q0f32": [transformers_greedy(reference, ids, SMOLLM2_STEPS, eos) for ids in prompts]}
+    requantize_(reference, "float32")
+    expected["q4f32_1"] = [transformers_greedy(reference, ids, SMOLLM2_STEPS, eos) for ids in prompts]
+    return {q: c.directory for q, c in compiled.items()}, prompts, expected
+
+
+@pytest.mark.parametrize("quantization", ["q0f32", "q4f32_1"])
+def test_smollm2_greedy_matches_transformers(smollm2, quantization):
+    directories, prompts, expected = smollm2
+    ours = CpuModel(directories[quantization])
+    for text, ids, reference in zip(CHAT_PROMPTS, prompts, expected[quantization], strict=True):
+        ours.reset()
+        error = max_error(ours.prefill(ids), reference.first_logits)
+        ours.reset()
+        tokens = ours.greedy(ids, SMOLLM2_STEPS)
+        print(
+            f"\nSmolLM2 {quantization} {text!r}: prefill max |logit error| {error:.2e}, {len(tokens)} "
+            f"tokens, smallest top-2 margin {min(reference.margins):.3f}"
+        )
+        assert tokens == reference.tokens, text
+        assert error <= LOGIT_TOLERANCE, text
+
+
+# --- 5. bad input ---------------------------------------------------------------------------------
+
+
+def _edit_config(**fields: Any) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        path = directory / "config.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+
+    return edit
+
+
+def _drop_tensor(directory: Path) -> None:
+    path = directory / "model.safetensors"
+    tensors = load_file(path)
+    del tensors["model.layers.1.mlp.down_proj.weight"]
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def _truncate(directory: Path) -> None:
+    path = directory / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-1000])
+
+
+YARN = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 64}
+
+# (edit of a good checkpoint, quantization, substrings the message must contain besides the path)
+BAD_INPUTS = {
+    "unsupported-architecture": (
+        _edit_config(architectures=["MambaForCausalLM"]),
+        "q0f32",
+        ["architectures", "MambaForCausalLM", "LlamaForCausalLM, Phi3ForCausalLM, PhiForCausalLM"],
+    ),
+    "wrong-shape": (
+        _edit_config(intermediate_size=96),
+        "q0f32",
+        ["model.layers.0.mlp.gate_up_proj.weight", "(256, 64)", "(192, 64)", "config.json"],
+    ),
+    "wrong-shape-quantized": (
+        _edit_config(intermediate_size=96),
+        "q4f32_1",
+        ["model.layers.0.mlp.gate_up_proj.weight", "(256, 64)", "(192, 64)"],
+    ),
+    "missing-tensor": (_drop_tensor, "q0f32", ["model.layers.1.mlp.down_proj.weight"]),
+    "yarn-rope": (_edit_config(rope_parameters=YARN), "q0f32", ["rope_scaling", "yarn"]),
+    "dynamic-rope-legacy-key": (
+        _edit_config(rope_scaling={"type": "dynamic", "factor": 2.0}),
+        "q0f32",
+        ["rope_scaling", "dynamic"],
+    ),
+    "truncated-safetensors": (_truncate, "q0f32", ["model.safetensors", "truncated"]),
+}
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory) -> Path:
+    return make_llama(tmp_path_factory.mktemp("good") / "llama")
+
+
+def _assert_nothing_written(out: Path) -> None:
+    assert not out.exists()
+    if out.parent.exists():
+        assert not [p.name for p in out.parent.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_checkpoint_raises_a_project_error(good_checkpoint, tmp_path, case):
+    edit, quantization, expected = BAD_INPUTS[case]
+    checkpoint = shutil.copytree(good_checkpoint, tmp_path / "checkpoint")
+    edit(checkpoint)
+    out = tmp_path / "out" / "model"
+    options = CompileOptions(model=str(checkpoint), quantization=quantization, target="cpu")
+    with pytest.raises(WebLLMBuildError) as caught:
+        compile_model(options, out)
+    assert type(caught.value) is not WebLLMBuildError  # one of the per-stage subclasses
+    message = str(caught.value)
+    for part in [str(checkpoint), *expected]:
+        assert part in message
+    _assert_nothing_written(out)
+
+
+def test_unknown_quantization_raises_a_project_error(good_checkpoint, tmp_path):
+    out = tmp_path / "out" / "model"
+    options = CompileOptions(model=str(good_checkpoint), quantization="q3f99", target="cpu")
+    with pytest.raises(WebLLMBuildError) as caught:
+        compile_model(options, out)
+    assert type(caught.value) is not WebLLMBuildError
+    for part in ["q3f99", "q4f16_1", "q4f32_1", "q0f16", "q0f32"]:
+        assert part in str(caught.value)
+    _assert_nothing_written(out)
+
+
+def test_cli_reports_an_unsupported_architecture_without_a_traceback(good_checkpoint, tmp_path):
+    checkpoint = shutil.copytree(good_checkpoint, tmp_path / "checkpoint")
+    _edit_config(architectures=["MambaForCausalLM"])(checkpoint)
+    out = tmp_path / "out"
+    result = run_cli("compile", "--model", str(checkpoint), "--target", "cpu", "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert "MambaForCausalLM" in result.stderr and str(checkpoint) in result.stderr
+    assert "Traceback" not in result.stderr
+    _assert_nothing_written(out)
