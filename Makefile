@@ -56,6 +56,7 @@ lint: python
 bench: setup
 	$(PY) benchmarks/toolchain.py
 	$(PY) benchmarks/compile.py
+	$(PY) benchmarks/load.py
 
 clean:
 	rm -rf $(STAMPS) web/dist web/node_modules

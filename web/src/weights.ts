@@ -39,6 +39,9 @@ export interface LoadProgress {
   percent: number;
   fromCache: number; // shards served by the local store
   fromNetwork: number;
+  // Milliseconds spent per activity, summed over shards (workers overlap, so the sum can
+  // exceed the wall time); `wallMs` is the whole load.
+  timings: { downloadMs: number; verifyMs: number; storeMs: number; uploadMs: number; wallMs: number };
 }
 
 export interface LoadWeightsOptions {
@@ -211,11 +214,21 @@ export async function loadWeights(
     percent: 0,
     fromCache: 0,
     fromNetwork: 0,
+    timings: { downloadMs: 0, verifyMs: 0, storeMs: 0, uploadMs: 0, wallMs: 0 },
+  };
+  const started = performance.now();
+  const timed = async <T>(key: Exclude<keyof LoadProgress["timings"], "wallMs">, work: () => Promise<T>) => {
+    const t0 = performance.now();
+    try {
+      return await work();
+    } finally {
+      progress.timings[key] += performance.now() - t0;
+    }
   };
   const report = (phase: LoadProgress["phase"]) => {
     progress.phase = phase;
     progress.percent = progress.totalBytes ? (100 * progress.loadedBytes) / progress.totalBytes : 100;
-    options.onProgress?.({ ...progress });
+    options.onProgress?.({ ...progress, timings: { ...progress.timings } });
   };
   let storing = true;
 
@@ -245,10 +258,10 @@ export async function loadWeights(
 
   const obtain = async (shard: ShardRecord): Promise<ArrayBuffer> => {
     const url = new URL(shard.dataPath, baseUrl).href;
-    const cached = await store.get(url);
+    const cached = await timed("storeMs", () => store.get(url));
     if (cached !== undefined) {
       report("verify");
-      if ((await mismatch(shard, cached)) === null) {
+      if ((await timed("verifyMs", () => mismatch(shard, cached))) === null) {
         progress.fromCache++;
         return cached;
       }
@@ -257,13 +270,13 @@ export async function loadWeights(
     let problem = "";
     for (let attempt = 0; attempt < 2; attempt++) {
       report("download");
-      const bytes = await fetchShard(url, shard);
+      const bytes = await timed("downloadMs", () => fetchShard(url, shard));
       report("verify");
-      problem = (await mismatch(shard, bytes)) ?? "";
+      problem = (await timed("verifyMs", () => mismatch(shard, bytes))) ?? "";
       if (!problem) {
         progress.fromNetwork++;
         if (storing) {
-          await store.put(url, bytes).catch(async (err) => {
+          await timed("storeMs", () => store.put(url, bytes)).catch(async (err) => {
             // Concurrent workers fail together; one warning is enough.
             if (!storing) return;
             storing = false;
@@ -292,8 +305,10 @@ export async function loadWeights(
       const shard = shards[next++];
       const bytes = await obtain(shard);
       report("upload");
-      uploadShard(tvm, device, shard, bytes);
-      await device.sync();
+      await timed("uploadMs", async () => {
+        uploadShard(tvm, device, shard, bytes);
+        await device.sync();
+      });
       progress.loadedBytes += shard.nbytes;
       report("upload");
     }
@@ -304,6 +319,7 @@ export async function loadWeights(
   const outcomes = await Promise.allSettled(Array.from({ length: workers }, worker));
   const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
   if (failure) throw failure.reason;
+  progress.timings.wallMs = performance.now() - started;
   report("done");
   return progress;
 }

@@ -213,6 +213,45 @@ def _last_position(hidden: Tensor) -> Tensor:
     )
 
 
+def decoder_config(
+    hf: dict[str, Any],
+    *,
+    context_window: int,
+    prefill_chunk: int,
+    source: str,
+    norm_eps: float,
+    partial_rotary_default: float,
+    tie_embeddings: bool,
+    extra: dict[str, Any],
+) -> ModelConfig:
+    """The fields every decoder reads the same way from an HF config; the differences are passed in."""
+    hidden = hf_field(hf, "hidden_size", source)
+    heads = hf_field(hf, "num_attention_heads", source)
+    head_dim = hf.get("head_dim") or hidden // heads
+    rotary_dim = int(head_dim * hf.get("partial_rotary_factor", partial_rotary_default))
+    theta, scaling, ext_factors = read_rope(hf, rotary_dim, context_window, source)
+    return ModelConfig(
+        architecture=hf["architectures"][0],
+        vocab_size=hf_field(hf, "vocab_size", source),
+        hidden_size=hidden,
+        intermediate_size=hf_field(hf, "intermediate_size", source),
+        num_layers=hf_field(hf, "num_hidden_layers", source),
+        num_heads=heads,
+        num_kv_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=head_dim,
+        norm_eps=norm_eps,
+        rope_theta=theta,
+        rotary_dim=rotary_dim,
+        rope_scaling=scaling,
+        rope_ext_factors=ext_factors,
+        max_position_embeddings=hf.get("max_position_embeddings", context_window),
+        tie_embeddings=tie_embeddings,
+        context_window=context_window,
+        prefill_chunk=prefill_chunk,
+        extra=extra,
+    )
+
+
 def hf_field(hf: dict[str, Any], name: str, source: str) -> Any:
     """A required checkpoint config field, or an error naming the file and the field."""
     if hf.get(name) is None:

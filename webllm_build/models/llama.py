@@ -13,14 +13,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
-from webllm_build.models.base import (
-    DecoderModel,
-    Embedding,
-    ModelConfig,
-    attention,
-    hf_field,
-    read_rope,
-)
+from webllm_build.models.base import DecoderModel, Embedding, ModelConfig, attention, decoder_config
 
 
 class Attention(nn.Module):
@@ -91,29 +84,13 @@ class LlamaForCausalLM(DecoderModel):
 
 def llama_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
     """Llama, SmolLM2, TinyLlama and Phi-3 configs (Phi-3 adds partial rotary and longrope)."""
-    hidden = hf_field(hf, "hidden_size", source)
-    heads = hf_field(hf, "num_attention_heads", source)
-    head_dim = hf.get("head_dim") or hidden // heads
-    rotary_dim = int(head_dim * hf.get("partial_rotary_factor", 1.0))
-    theta, scaling, ext_factors = read_rope(hf, rotary_dim, context_window, source)
-    known = {"attention_bias": bool(hf.get("attention_bias", False))}
-    return ModelConfig(
-        architecture=hf["architectures"][0],
-        vocab_size=hf_field(hf, "vocab_size", source),
-        hidden_size=hidden,
-        intermediate_size=hf_field(hf, "intermediate_size", source),
-        num_layers=hf_field(hf, "num_hidden_layers", source),
-        num_heads=heads,
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=head_dim,
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        rope_theta=theta,
-        rotary_dim=rotary_dim,
-        rope_scaling=scaling,
-        rope_ext_factors=ext_factors,
-        max_position_embeddings=hf.get("max_position_embeddings", context_window),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    return decoder_config(
+        hf,
         context_window=context_window,
         prefill_chunk=prefill_chunk,
-        extra=known,
+        source=source,
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        partial_rotary_default=1.0,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        extra={"attention_bias": bool(hf.get("attention_bias", False))},
     )

@@ -13,14 +13,7 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from webllm_build.errors import LoaderError
-from webllm_build.models.base import (
-    DecoderModel,
-    Embedding,
-    ModelConfig,
-    attention,
-    hf_field,
-    read_rope,
-)
+from webllm_build.models.base import DecoderModel, Embedding, ModelConfig, attention, decoder_config
 
 # The gelu variants transformers names for Phi, as Relax's gelu `approximate` argument.
 GELU_APPROXIMATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": None}
@@ -89,11 +82,6 @@ class PhiForCausalLM(DecoderModel):
 
 
 def phi_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
-    hidden = hf_field(hf, "hidden_size", source)
-    heads = hf_field(hf, "num_attention_heads", source)
-    head_dim = hidden // heads
-    rotary_dim = int(head_dim * hf.get("partial_rotary_factor", 0.5))
-    theta, scaling, ext_factors = read_rope(hf, rotary_dim, context_window, source)
     act = hf.get("hidden_act", "gelu_new")
     if act not in GELU_APPROXIMATIONS:
         raise LoaderError(
@@ -101,23 +89,13 @@ def phi_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, s
         )
     if hf.get("qk_layernorm"):
         raise LoaderError(f"{source}: qk_layernorm is not supported for Phi.")
-    return ModelConfig(
-        architecture="PhiForCausalLM",
-        vocab_size=hf_field(hf, "vocab_size", source),
-        hidden_size=hidden,
-        intermediate_size=hf_field(hf, "intermediate_size", source),
-        num_layers=hf_field(hf, "num_hidden_layers", source),
-        num_heads=heads,
-        num_kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=head_dim,
-        norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
-        rope_theta=theta,
-        rotary_dim=rotary_dim,
-        rope_scaling=scaling,
-        rope_ext_factors=ext_factors,
-        max_position_embeddings=hf.get("max_position_embeddings", context_window),
-        tie_embeddings=False,
+    return decoder_config(
+        {**hf, "architectures": ["PhiForCausalLM"]},
         context_window=context_window,
         prefill_chunk=prefill_chunk,
+        source=source,
+        norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
+        partial_rotary_default=0.5,
+        tie_embeddings=False,
         extra={"hidden_act": act},
     )
