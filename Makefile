@@ -41,9 +41,13 @@ web/dist/webllm_build.js: web/node_modules/.package-lock.json web/build.mjs web/
 runtime: python system
 	@$(VENV)/bin/webllm_build runtime >/dev/null
 
+# Until the chat site exists: the toolchain self-check, then the default model (SmolLM2-135M,
+# offline) compiled for WebGPU and its artifacts verified.
 demo: setup
 	$(VENV)/bin/webllm_build doctor
 	$(VENV)/bin/webllm_build selfcheck
+	$(VENV)/bin/webllm_build compile --out build/smollm2-135m
+	$(VENV)/bin/webllm_build inspect build/smollm2-135m --verify
 
 # pytest exits 5 when it collects nothing; that must fail, never pass quietly.
 test: setup

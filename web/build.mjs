@@ -1,5 +1,28 @@
 // Bundles the browser engine into one ES module that the generated site loads.
 import * as esbuild from "esbuild";
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+
+// @mlc-ai/web-tokenizers ships a UMD file (wasm inlined as base64) inside a "type": "module"
+// package, so esbuild would read it as ESM and find no exports. Loaded from a namespace of its own,
+// it is judged by its content: CommonJS, whose exports the engine can import.
+const webTokenizersAsCommonJS = {
+  name: "web-tokenizers-as-commonjs",
+  setup(build) {
+    // The bare name, not the file's path: the bundle names the module and must not depend on
+    // where the repository lies.
+    build.onResolve({ filter: /^@mlc-ai\/web-tokenizers$/ }, (args) => ({
+      path: args.path,
+      namespace: "umd-as-cjs",
+    }));
+    build.onLoad({ filter: /.*/, namespace: "umd-as-cjs" }, async (args) => ({
+      contents: await readFile(require.resolve(args.path), "utf8"),
+      loader: "js",
+    }));
+  },
+};
 
 await esbuild.build({
   entryPoints: ["src/index.ts"],
@@ -9,8 +32,10 @@ await esbuild.build({
   target: "es2022",
   outfile: "dist/webllm_build.js",
   sourcemap: true,
-  // tvmjs requires these only when it runs under Node; a browser never reaches those calls.
-  external: ["fs", "path", "perf_hooks", "ws", "crypto"],
+  plugins: [webTokenizersAsCommonJS],
+  // tvmjs and web-tokenizers require these only when they run under Node; a browser never
+  // reaches those calls.
+  external: ["fs", "path", "perf_hooks", "ws", "crypto", "url", "module"],
   legalComments: "none",
   logLevel: "warning",
 });

@@ -12,3 +12,12 @@ export {
   type StoreKind,
   type TensorManifest,
 } from "./weights";
+export { StreamingDecoder, Tokenizer, type DecodeOptions } from "./tokenizer";
+export {
+  ChatTemplate,
+  renderChatTemplate,
+  strftime,
+  type ChatMessage,
+  type RenderOptions,
+  type SpecialTokens,
+} from "./chat_template";
