@@ -177,6 +177,21 @@ def test_logits_match_transformers(builds, name):
     assert max(errors) <= LOGIT_TOLERANCE, errors
 
 
+def test_softmax_with_temperature_matches_numpy(builds):
+    """The logits post-processing the browser samples from: softmax(logits / T)."""
+    import tvm
+
+    model = CpuModel(builds.compiled("llama-gqa", "q0f32", prefill_chunk=4))
+    logits = model.prefill([5, 17, 42, 7]).astype(np.float32)
+    for temperature in (0.3, 1.0, 1.7):
+        probs = model.vm["softmax_with_temperature"](
+            tvm.runtime.tensor(logits.reshape(1, 1, -1)), tvm.runtime.tensor(np.float32([temperature]))
+        ).numpy()
+        scaled = logits.astype(np.float64) / temperature
+        expected = np.exp(scaled - scaled.max()) / np.exp(scaled - scaled.max()).sum()
+        np.testing.assert_allclose(probs.reshape(-1), expected, atol=1e-6)
+
+
 # --- 2. chunked prefill ---------------------------------------------------------------------------
 
 

@@ -171,3 +171,23 @@ def test_delete_cached_model_frees_its_bytes(site, browser):
         model.reload()
         assert model.load()["report"]["fromNetwork"] == len(shard_names(site))
         assert len(requests.shards()) == len(shard_names(site))
+
+
+def test_tvmjs_own_loader_reads_our_weights(site, browser):
+    """Interoperability: tvmjs's fetchTensorCache loads the same directory, tensor for tensor."""
+    config_name = json.loads((site / "llama" / "webllm-model.json").read_text())["files"]["config"]["path"]
+    config = json.loads((site / "llama" / config_name).read_text())
+    with serve_in_background(site) as url:
+        page_model = PageModel(browser, url, "llama")
+        shapes = page_model.page.evaluate(
+            """async ([library, names]) => {
+                const base = new URL('llama/', location.href).href;
+                const lib = await webllm.loadLibrary(new URL(library, base).href);
+                await lib.tvm.fetchTensorCache(base, lib.device, {cacheScope: 'tvmjs-interop'});
+                return lib.tvm.withNewScope(() => names.map((name) => lib.tvm.tensorCacheGet(name)?.shape ?? null));
+            }""",
+            [config["library"], config["param_names"]],
+        )
+    manifest = json.loads((site / "llama" / "tensor-cache.json").read_text())
+    expected = {r["name"]: r["shape"] for shard in manifest["records"] for r in shard["records"]}
+    assert shapes == [expected[name] for name in config["param_names"]]
