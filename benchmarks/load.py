@@ -25,7 +25,9 @@ def main() -> None:
     from webllm_build.testing import PageModel, stage_models
 
     with tempfile.TemporaryDirectory(prefix="webllm-bench-load-") as tmp:
-        compiled = compile_model(CompileOptions(model="smollm2-135m", quantization="q4f32_1"), Path(tmp) / "m")
+        compiled = compile_model(
+            CompileOptions(model="smollm2-135m", quantization="q4f32_1"), Path(tmp) / "m"
+        )
         site = stage_models(Path(tmp) / "site", {"smollm2": compiled.directory})
         manifest = json.loads((compiled.directory / "tensor-cache.json").read_text())
         wire = {"shards": 0}
