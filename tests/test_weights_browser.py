@@ -184,7 +184,8 @@ def test_tvmjs_own_loader_reads_our_weights(site, browser):
                 const base = new URL('llama/', location.href).href;
                 const lib = await webllm.loadLibrary(new URL(library, base).href);
                 await lib.tvm.fetchTensorCache(base, lib.device, {cacheScope: 'tvmjs-interop'});
-                return lib.tvm.withNewScope(() => names.map((name) => lib.tvm.tensorCacheGet(name)?.shape ?? null));
+                const shapeOf = (name) => lib.tvm.tensorCacheGet(name)?.shape ?? null;
+                return lib.tvm.withNewScope(() => names.map(shapeOf));
             }""",
             [config["library"], config["param_names"]],
         )
