@@ -9,6 +9,8 @@ symlink that leads out.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import mimetypes
 import re
 import threading
@@ -36,6 +38,24 @@ def _resolve(root: Path, request_path: str) -> Path | None:
     if candidate.is_dir():
         candidate = candidate / "index.html"
     return candidate if candidate.is_file() else None
+
+
+@functools.lru_cache(maxsize=256)
+def _gzip_file(path: Path, mtime_ns: int, size: int) -> tuple[bytes, str]:
+    """Compressed bytes and a weak ETag, cached per file version (mtime and size key it)."""
+    body = gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
+    return body, f'W/"{mtime_ns:x}-{size:x}-gz"'
+
+
+def _gzipped(request: web.Request, path: Path, headers: dict[str, str]) -> web.Response:
+    # Compressed once per file version with an exact Content-Length: streaming compression of
+    # a FileResponse broke off responses in Chromium now and then ("Failed to fetch").
+    stat = path.stat()
+    body, etag = _gzip_file(path, stat.st_mtime_ns, stat.st_size)
+    headers = {**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding", "ETag": etag}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body if request.method == "GET" else None, headers=headers)
 
 
 def make_app(
@@ -66,10 +86,10 @@ def make_app(
         if isolation_headers:
             headers["Cross-Origin-Opener-Policy"] = "same-origin"
             headers["Cross-Origin-Embedder-Policy"] = "require-corp"
-        response = web.FileResponse(path, headers=headers)
-        if path.suffix in COMPRESSIBLE and "Range" not in request.headers:
-            response.enable_compression()
-        return response
+        wants_gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+        if path.suffix in COMPRESSIBLE and wants_gzip and "Range" not in request.headers:
+            return _gzipped(request, path, headers)
+        return web.FileResponse(path, headers=headers)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)

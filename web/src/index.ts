@@ -2,7 +2,8 @@
 
 export { probeWebGPU, type AdapterReport } from "./webgpu";
 export { EngineError, loadLibrary, runFloat32, type LoadedLibrary } from "./library";
-export { Model, argmax, type ModelConfig } from "./model";
+export { Model, type ModelConfig } from "./model";
+export { argmax, sampleToken, seededRandom, type SamplingParams } from "./sampling";
 export {
   defaultScope,
   deleteCachedWeights,
@@ -21,3 +22,12 @@ export {
   type RenderOptions,
   type SpecialTokens,
 } from "./chat_template";
+export {
+  Engine,
+  createEngine,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionRequest,
+  type CompletionUsage,
+  type FinishReason,
+} from "./engine";

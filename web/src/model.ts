@@ -3,6 +3,7 @@
 
 import * as tvmjs from "@mlc-ai/web-runtime";
 import { EngineError, loadLibrary, type LoadedLibrary } from "./library";
+import { argmax } from "./sampling";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 
 // Mirrors webllm-model.json, the one fixed-name file of a model directory (webllm_build/artifacts.py).
@@ -128,6 +129,18 @@ export class Model {
     }
   }
 
+  // Forgets the last `n` tokens, so a conversation can continue from an earlier point.
+  popTokens(n: number): void {
+    if (n <= 0) return;
+    const { tvm } = this.lib;
+    tvm.withNewScope(() =>
+      tvm.getGlobalFunc("vm.builtin.kv_state_popn")(
+        this.kvCache!, new tvmjs.Scalar(SEQUENCE_ID, "int64"), new tvmjs.Scalar(n, "int32"),
+      ),
+    );
+    this.length -= n;
+  }
+
   // Feeds `ids` in prefill-chunk pieces; returns the last position's logits.
   async prefill(ids: number[]): Promise<Float32Array> {
     let logits: Float32Array = new Float32Array();
@@ -166,10 +179,4 @@ async function fetchJson<T>(url: string): Promise<T> {
   });
   if (!response.ok) throw new EngineError("fetch-failed", `Could not download ${url}: HTTP ${response.status}.`);
   return (await response.json()) as T;
-}
-
-export function argmax(values: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-  return best;
 }
