@@ -41,13 +41,12 @@ web/dist/webllm_build.js: web/node_modules/.package-lock.json web/build.mjs web/
 runtime: python system
 	@$(VENV)/bin/webllm_build runtime >/dev/null
 
-# Until the chat site exists: the toolchain self-check, then the default model (SmolLM2-135M,
-# offline) compiled for WebGPU and its artifacts verified.
+# The default site (SmolLM2-135M, offline), served locally; `serve` blocks until Ctrl-C.
 demo: setup
-	$(VENV)/bin/webllm_build doctor
-	$(VENV)/bin/webllm_build selfcheck
-	$(VENV)/bin/webllm_build compile --out build/smollm2-135m
-	$(VENV)/bin/webllm_build inspect build/smollm2-135m --verify
+	$(VENV)/bin/webllm_build site --out dist
+	@echo "Open http://127.0.0.1:8000/ in a browser with WebGPU (Chrome/Edge 113+, Safari 26+;"
+	@echo "Chrome on Linux: --enable-unsafe-webgpu). Ctrl-C stops the server."
+	$(VENV)/bin/webllm_build serve dist
 
 # pytest exits 5 when it collects nothing; that must fail, never pass quietly.
 test: setup

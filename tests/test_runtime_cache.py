@@ -74,3 +74,17 @@ def test_sweep_removes_only_stale_temp_dirs(tmp_path):
     (tmp_path / "kept").mkdir()
     sweep_stale_temps(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-build-running-now", "kept"]
+
+
+def test_atomic_output_is_an_ordinary_directory(tmp_path):
+    """Not mkdtemp's 0700: a web server running as another user must read a built site."""
+    final = tmp_path / "site"
+    with atomic_directory(final) as tmp:
+        (tmp / "index.html").write_text("hi")
+    assert final.stat().st_mode & 0o055 == 0o055 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

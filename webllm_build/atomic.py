@@ -17,6 +17,12 @@ from pathlib import Path
 from webllm_build.errors import CacheError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_directory(final: Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield an empty temp dir beside `final`; on success it becomes `final`."""
@@ -24,6 +30,9 @@ def atomic_directory(final: Path, *, replace: bool = True) -> Iterator[Path]:
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=parent))
+        # mkdtemp makes it 0700; the result is an ordinary directory (a web server running as
+        # another user must be able to read a built site).
+        tmp.chmod(0o777 & ~_current_umask())
     except OSError as exc:
         raise CacheError(
             f"Cannot write to {parent}: {exc.strerror}. Make the directory writable, or point "

@@ -60,6 +60,26 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site(args: argparse.Namespace) -> int:
+    from webllm_build.site import SiteOptions, build_site
+
+    options = SiteOptions(
+        models=args.model or [],
+        quantization=args.quant,
+        out=args.out,
+        base_url=args.base_url,
+        title=args.title,
+        context_window=args.context_window,
+        prefill_chunk=args.prefill_chunk,
+    )
+    result = build_site(options, _log)
+    for model in result.models:
+        how = "reused" if model.reused else "compiled"
+        print(f"{model.id}: {model.title}, {model.download_bytes / 2**20:.1f} MiB ({how})")
+    print(f"Site written to {result.directory}. Try it: webllm_build serve {result.directory}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from webllm_build.artifacts import format_report, inspect_model
 
@@ -135,6 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument("--out", type=Path, required=True)
     compile_.set_defaults(run=_compile)
+
+    site = commands.add_parser("site", help="compile models and write the static chat site")
+    site.add_argument(
+        "--model",
+        action="append",
+        help="preset, HF repo id, HF directory or .gguf; repeat for a model picker, the first is "
+        "the default (default: smollm2-135m)",
+    )
+    site.add_argument("--quant", default=None, help="quantization for every model (default: each preset's)")
+    site.add_argument("--out", type=Path, default=Path("dist"), help="the site folder (default: dist)")
+    site.add_argument(
+        "--base-url",
+        default=None,
+        help="serve the models from this URL instead of beside the page (upload OUT/models/ there)",
+    )
+    site.add_argument("--title", default=None, help="the page's title")
+    site.add_argument("--context-window", type=int, default=None)
+    site.add_argument("--prefill-chunk", type=int, default=512)
+    site.set_defaults(run=_site)
 
     commands.add_parser("models", help="list the model presets").set_defaults(run=_models)
 

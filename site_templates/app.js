@@ -1,0 +1,306 @@
+// The chat page's script (written by `webllm_build site`): a plain ES module, no build step.
+// It reads site.json, fills the model picker, and drives the engine bundle through its
+// OpenAI-style API. Every URL is relative to this file, so the site works from any sub-path.
+
+const ENGINE_URL = new URL({{ engine|tojson }}, import.meta.url).href;
+const SITE_URL = new URL("site.json", import.meta.url).href;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  model: $("model"), load: $("load"), progress: $("progress"), progressBar: $("progress-bar"),
+  progressText: $("progress-text"), error: $("error"), conversation: $("conversation"),
+  composer: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
+  newChat: $("new-chat"), stats: $("stats"), noWebGPU: $("no-webgpu"), noWebGPUReason: $("no-webgpu-reason"),
+};
+
+// What to tell the visitor for the engine's error codes; the engine's message follows.
+const ERROR_HINTS = {
+  "no-webgpu": "This browser has no usable WebGPU; see the list of browsers that work above.",
+  "missing-feature": "Your GPU lacks a WebGPU feature this model needs; pick a model without it (a q4f32 one) if the site has one.",
+  "corrupt-shard": "A downloaded file was damaged. Reload the page to download it again.",
+  "quota-exceeded": "The browser has no room to keep the model; it is loaded from the network each visit. Free some disk space to keep it.",
+};
+
+// --- markdown ---------------------------------------------------------------------------------
+// Model output is untrusted text. It is HTML-escaped first; only then do a few rules add the
+// tags below, so no markup the model writes can reach the DOM.
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function renderInline(escaped) {
+  // Code spans first, so that emphasis markers inside them stay literal.
+  return escaped
+    .split(/(`[^`\n]+`)/)
+    .map((part, i) => {
+      if (i % 2 === 1) return `<code>${part.slice(1, -1)}</code>`;
+      return part
+        .replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
+        .replace(/__([^_\n]+)__/g, "<strong>$1</strong>")
+        .replace(/(^|[^*])\*([^*\n]+)\*(?!\*)/g, "$1<em>$2</em>")
+        .replace(/(^|[^\w_])_([^_\n]+)_(?![\w_])/g, "$1<em>$2</em>");
+    })
+    .join("");
+}
+
+function renderMarkdown(text) {
+  const html = [];
+  // An unclosed fence (a reply still streaming) runs to the end of the text.
+  const fence = /```[^\n`]*\n?([\s\S]*?)(?:```|$)/g;
+  let last = 0;
+  for (const match of text.matchAll(fence)) {
+    html.push(renderParagraphs(text.slice(last, match.index)));
+    html.push(`<pre><code>${escapeHtml(match[1].replace(/\n$/, ""))}</code></pre>`);
+    last = match.index + match[0].length;
+  }
+  html.push(renderParagraphs(text.slice(last)));
+  return html.join("");
+}
+
+function renderParagraphs(text) {
+  return text
+    .split(/\n{2,}/)
+    .map((block) => block.trim())
+    .filter((block) => block)
+    .map((block) => `<p>${renderInline(escapeHtml(block)).replace(/\n/g, "<br>")}</p>`)
+    .join("");
+}
+
+// Exposed for tests, which feed it hostile text.
+window.webllmRenderMarkdown = renderMarkdown;
+
+// --- page state -------------------------------------------------------------------------------
+
+let site = null;
+let engine = null;
+let webllm = null;
+let messages = [];
+let generating = false;
+let loadedModel = null;
+// False once the browser is known to lack WebGPU: loading would only fail.
+let webgpuOk = Boolean(navigator.gpu);
+
+function showError(error) {
+  const code = error && error.code;
+  const message = String((error && error.message) || error);
+  ui.error.textContent = ERROR_HINTS[code] ? `${ERROR_HINTS[code]}\n\n${message}` : message;
+  ui.error.hidden = false;
+  console.error(error);
+}
+
+function clearError() {
+  ui.error.hidden = true;
+  ui.error.textContent = "";
+}
+
+function formatBytes(bytes) {
+  if (!(bytes > 0)) return "0 MB";
+  return bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(2)} GB` : `${(bytes / (1 << 20)).toFixed(1)} MB`;
+}
+
+function setBusy() {
+  const ready = loadedModel !== null;
+  ui.load.disabled = generating || !site || !webllm || !webgpuOk;
+  ui.model.disabled = generating || !site;
+  ui.prompt.disabled = !ready;
+  ui.send.disabled = !ready || generating;
+  ui.stop.disabled = !generating;
+  ui.newChat.disabled = !ready || generating;
+}
+
+function addMessage(role, text) {
+  const element = document.createElement("div");
+  element.className = `message ${role}`;
+  const copy = document.createElement("button");
+  copy.type = "button";
+  copy.className = "copy";
+  copy.textContent = "Copy";
+  copy.addEventListener("click", () => copyText(element.dataset.raw || "", copy));
+  const body = document.createElement("div");
+  element.append(copy, body);
+  ui.conversation.append(element);
+  const message = { element, body, role };
+  setMessageText(message, text);
+  return message;
+}
+
+function setMessageText(message, text) {
+  message.element.dataset.raw = text;
+  if (message.role === "assistant") {
+    message.body.innerHTML = renderMarkdown(text);
+  } else {
+    message.body.textContent = text;
+  }
+  ui.conversation.scrollTop = ui.conversation.scrollHeight;
+}
+
+async function copyText(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Copy failed";
+  }
+  setTimeout(() => (button.textContent = "Copy"), 1500);
+}
+
+// --- loading ----------------------------------------------------------------------------------
+
+function onProgress(p) {
+  const percent = Math.max(0, Math.min(100, Number(p.percent) || 0));
+  ui.progressBar.value = percent;
+  const bytes = p.totalBytes ? `${formatBytes(p.loadedBytes)} of ${formatBytes(p.totalBytes)}, ` : "";
+  ui.progressText.textContent = `${p.phase || "loading"}: ${bytes}${percent.toFixed(0)}%`;
+}
+
+async function loadSelected() {
+  const entry = site.models.find((m) => m.id === ui.model.value);
+  if (!entry) return;
+  clearError();
+  loadedModel = null;
+  ui.load.disabled = true;
+  ui.progress.hidden = false;
+  onProgress({ phase: "starting", loadedBytes: 0, totalBytes: entry.download_bytes, percent: 0 });
+  try {
+    engine = engine || (await webllm.createEngine());
+    await engine.reload(new URL(entry.base_url, SITE_URL).href, { onProgress });
+    loadedModel = entry;
+    messages = [];
+    ui.conversation.replaceChildren();
+    ui.progressText.textContent = `${entry.title} is ready.`;
+    ui.prompt.focus();
+  } catch (error) {
+    ui.progress.hidden = true;
+    showError(error);
+  }
+  setBusy();
+}
+
+// --- chatting ---------------------------------------------------------------------------------
+
+async function send() {
+  const text = ui.prompt.value.trim();
+  if (!text || generating || !loadedModel) return;
+  clearError();
+  ui.prompt.value = "";
+  messages.push({ role: "user", content: text });
+  addMessage("user", text);
+  const reply = addMessage("assistant", "");
+  generating = true;
+  setBusy();
+  let content = "";
+  let tokens = 0;
+  let first = 0;
+  let pending = false;
+  try {
+    const stream = await engine.chat.completions.create({ messages, stream: true, temperature: 0.7, max_tokens: 512 });
+    for await (const chunk of stream) {
+      const delta = chunk.choices[0] && chunk.choices[0].delta.content;
+      if (delta) {
+        content += delta;
+        tokens += 1;
+        first = first || performance.now();
+        // Re-render at most once per frame: markdown of a long reply is not free.
+        if (!pending) {
+          pending = true;
+          requestAnimationFrame(() => {
+            pending = false;
+            setMessageText(reply, content);
+          });
+        }
+      }
+      if (chunk.usage) showStats(chunk.usage, tokens, first);
+    }
+  } catch (error) {
+    showError(error);
+  }
+  setMessageText(reply, content);
+  // An interrupted reply is still part of the conversation the model has seen.
+  messages.push({ role: "assistant", content });
+  generating = false;
+  setBusy();
+}
+
+function showStats(usage, tokens, first) {
+  const seconds = first ? (performance.now() - first) / 1000 : 0;
+  const decode = usage.decode_tokens_per_s || (seconds > 0 ? tokens / seconds : 0);
+  const prefill = usage.prefill_tokens_per_s ? `, prompt ${usage.prefill_tokens_per_s.toFixed(1)} tokens/s` : "";
+  const count = usage.completion_tokens ?? tokens;
+  ui.stats.textContent = `${count} token${count === 1 ? "" : "s"}, ${decode.toFixed(1)} tokens/s${prefill}`;
+}
+
+async function newChat() {
+  clearError();
+  try {
+    await engine.resetChat();
+  } catch (error) {
+    showError(error);
+  }
+  messages = [];
+  ui.conversation.replaceChildren();
+  ui.stats.textContent = "";
+  setBusy();
+}
+
+// --- start ------------------------------------------------------------------------------------
+
+function fillPicker() {
+  for (const entry of site.models) {
+    const option = document.createElement("option");
+    option.value = entry.id;
+    option.textContent = `${entry.title}, ${formatBytes(entry.download_bytes)}`;
+    option.selected = entry.default;
+    ui.model.append(option);
+  }
+}
+
+async function start() {
+  ui.load.addEventListener("click", loadSelected);
+  ui.composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  ui.prompt.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  ui.stop.addEventListener("click", () => engine && engine.interruptGenerate());
+  ui.newChat.addEventListener("click", newChat);
+
+  if (!navigator.gpu) ui.noWebGPU.hidden = false;
+  try {
+    const response = await fetch(SITE_URL, { cache: "no-cache" });
+    if (!response.ok) throw new Error(`Could not read site.json: HTTP ${response.status}.`);
+    site = await response.json();
+    fillPicker();
+  } catch (error) {
+    showError(error);
+  }
+  setBusy();
+  window.webllmSiteReady = true;
+
+  try {
+    webllm = await import(ENGINE_URL);
+  } catch (error) {
+    showError(new Error(`The engine failed to load: ${error.message}. Reload the page.`));
+    return;
+  }
+  if (navigator.gpu) {
+    try {
+      const report = await webllm.probeWebGPU();
+      if (!report.available) {
+        webgpuOk = false;
+        ui.noWebGPU.hidden = false;
+        ui.noWebGPUReason.textContent = report.reason || "";
+      }
+    } catch (error) {
+      showError(error);
+    }
+  }
+  setBusy();
+}
+
+start();

@@ -1,0 +1,286 @@
+"""The site stage: model specs in, a static chat site out.
+
+    <out>/index.html               the chat page (fixed name, revalidate)
+    <out>/app.js                   its script, a plain ES module (fixed name, revalidate)
+    <out>/site.json                the models on offer and the engine's name (fixed name, revalidate)
+    <out>/webllm_build-<hash>.js   the engine bundle, named by its content (immutable)
+    <out>/models/<slug>/           one compiled model directory each (see compile.py)
+    <out>/_headers, <out>/README.md  caching rules for Netlify / Cloudflare Pages, and for the rest
+
+Every URL the page uses is relative, so the site works from any sub-path. The whole folder is
+written atomically; a model directory the previous build left in the same folder is carried
+over instead of recompiled when it is intact and was built from the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from webllm_build.artifacts import (
+    content_hashed_copy,
+    read_model_index,
+    read_weights_manifest,
+    verify_directory,
+)
+from webllm_build.atomic import atomic_directory, sweep_stale_temps
+from webllm_build.compile import (
+    DEFAULT_PREFILL_CHUNK,
+    CompileOptions,
+    compile_model,
+    compiled_library,
+    model_config_for,
+)
+from webllm_build.errors import ArtifactError, ToolchainError, WebLLMBuildError
+from webllm_build.loaders import load_checkpoint, resolve_model
+from webllm_build.models import ModelConfig
+from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE
+from webllm_build.presets import DEFAULT_PRESET, PRESETS
+from webllm_build.quantize import Quantization, get_quantization
+
+SITE_FORMAT = 1
+SITE_FILE = "site.json"
+MODELS_DIR = "models"
+ENGINE_STEM = "webllm_build"
+DEFAULT_TITLE = "Private chat in your browser"
+# Files the page templates render, each written under the same name into the site.
+PAGE_TEMPLATES = ("index.html", "app.js", "_headers", "README.md")
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    models: Sequence[str] = ()  # empty: the default preset; the first one is the page's default
+    quantization: str | None = None  # None: each preset's choice, else q4f32_1
+    out: Path = Path("dist")
+    base_url: str | None = None  # another origin serving models/ (a CDN); None: beside the page
+    title: str | None = None  # None: DEFAULT_TITLE
+    context_window: int | None = None
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+
+
+@dataclass(frozen=True)
+class SiteModel:
+    """One entry of site.json, plus how this build got it."""
+
+    id: str  # the slug: its directory under models/
+    title: str
+    spec: str
+    base_url: str
+    quantization: str
+    required_features: list[str]
+    download_bytes: int
+    default: bool
+    reused: bool  # carried over from the previous build instead of compiled
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "base_url": self.base_url,
+            "quantization": self.quantization,
+            "required_features": self.required_features,
+            "download_bytes": self.download_bytes,
+            "default": self.default,
+        }
+
+
+@dataclass(frozen=True)
+class SiteResult:
+    directory: Path
+    engine: str  # the engine bundle's hashed file name
+    models: list[SiteModel]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one model of the site will be built from, settled before anything is written."""
+
+    spec: str
+    slug: str
+    title: str
+    compile_options: CompileOptions
+    quantization: Quantization
+    config: ModelConfig  # what compile_model will derive; its sizes decide whether to reuse
+
+
+def _base_name(spec: str) -> str:
+    """The preset name, or the sanitized last component of a path or repo id."""
+    if spec in PRESETS:
+        return spec
+    last = spec.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf")
+    return re.sub(r"[^a-z0-9._-]+", "-", last.lower()).strip("-.") or "model"
+
+
+def model_slug(spec: str, quantization: str) -> str:
+    """The model's directory name under models/ and its id in site.json."""
+    return f"{_base_name(spec)}-{quantization}"
+
+
+def _plan(spec: str, options: SiteOptions) -> _Plan:
+    source = resolve_model(spec)
+    checkpoint = load_checkpoint(source)
+    preset = PRESETS.get(source.preset or "")
+    q = get_quantization(options.quantization or (preset.quantization if preset else "q4f32_1"))
+    compile_options = CompileOptions(
+        model=spec,
+        quantization=q.name,
+        context_window=options.context_window,
+        prefill_chunk=options.prefill_chunk,
+        target="webgpu",
+    )
+    # A preset's description starts with the model's proper name ("SmolLM2-135M-Instruct, a ...").
+    name = re.split(r",| \(", preset.description)[0] if preset else _base_name(spec)
+    return _Plan(
+        spec=spec,
+        slug=model_slug(spec, q.name),
+        title=f"{name} ({q.name})",
+        compile_options=compile_options,
+        quantization=q,
+        config=model_config_for(checkpoint, compile_options, q),
+    )
+
+
+def _check_base_url(base_url: str | None) -> str | None:
+    if base_url is None:
+        return None
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", base_url):
+        raise WebLLMBuildError(
+            f"--base-url {base_url!r} is not an absolute http(s) URL. Pass the address the models/ "
+            f"folder will be uploaded under, such as https://cdn.example.com/chat"
+        )
+    return base_url.rstrip("/")
+
+
+def _check_out(out: Path) -> None:
+    # The build replaces `out` wholesale, so it must never be a folder of the user's own files.
+    if out.exists() and not out.is_dir():
+        raise WebLLMBuildError(f"{out} exists and is not a directory. Pick another --out.")
+    if out.is_dir() and any(out.iterdir()) and not (out / SITE_FILE).is_file():
+        raise WebLLMBuildError(
+            f"{out} is not empty and holds no {SITE_FILE}, so it is not a site this tool built; "
+            f"building would replace its contents. Pick a new or empty --out."
+        )
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _reusable(directory: Path, plan: _Plan, log: Callable[[str], None]) -> bool:
+    """Whether a previous build's model directory is intact and was built from the same inputs."""
+    if not directory.is_dir():
+        return False
+    try:
+        if verify_directory(directory):
+            return False
+        index = read_model_index(directory)
+        config = json.loads((directory / index.files["config"].path).read_text(encoding="utf-8"))
+    except (ArtifactError, OSError, ValueError):
+        return False
+    same_inputs = (
+        index.extra.get("model") == plan.spec
+        and index.extra.get("quantization") == plan.quantization.name
+        and config.get("context_window") == plan.config.context_window
+        and config.get("prefill_chunk") == plan.config.prefill_chunk
+    )
+    if not same_inputs:
+        return False
+    # A newer compiler gives another library; the cached one for today's sources decides.
+    library, _ = compiled_library(plan.config, plan.quantization, "webgpu", log)
+    return _sha256_file(library) == index.files["library"].sha256
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    # Hard links make carrying a model over free; every file in it is replaced, never rewritten.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _site_model(directory: Path, plan: _Plan, base_url: str | None, default: bool, reused: bool) -> SiteModel:
+    index = read_model_index(directory)
+    manifest = read_weights_manifest(directory / index.files["tensor_cache"].path)
+    relative = f"{MODELS_DIR}/{plan.slug}/"
+    return SiteModel(
+        id=plan.slug,
+        title=plan.title,
+        spec=plan.spec,
+        base_url=f"{base_url}/{relative}" if base_url else relative,
+        quantization=str(index.extra.get("quantization")),
+        required_features=list(index.extra.get("required_features", [])),
+        download_bytes=manifest.param_bytes + index.files["library"].nbytes + index.files["tokenizer"].nbytes,
+        default=default,
+        reused=reused,
+    )
+
+
+def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: None) -> SiteResult:
+    """Compile (or carry over) every model and write the site into `options.out` atomically."""
+    if not WEB_BUNDLE.is_file():
+        raise ToolchainError(f"The browser engine bundle {WEB_BUNDLE} is missing. Build it with: make web")
+    base_url = _check_base_url(options.base_url)
+    specs = list(options.models) or [DEFAULT_PRESET]
+    if options.quantization is not None:
+        get_quantization(options.quantization)  # fail before resolving (maybe downloading) models
+    plans = [_plan(spec, options) for spec in specs]
+    slugs = [plan.slug for plan in plans]
+    if len(set(slugs)) != len(slugs):
+        duplicate = next(slug for slug in slugs if slugs.count(slug) > 1)
+        raise WebLLMBuildError(
+            f"Two --model arguments give the same model id {duplicate!r}. Drop the repeat, or "
+            f"rename one of the directories."
+        )
+    title = options.title or DEFAULT_TITLE
+    out = options.out
+    _check_out(out)
+    sweep_stale_temps(out.parent)
+
+    models: list[SiteModel] = []
+    with atomic_directory(out) as tmp:
+        (tmp / MODELS_DIR).mkdir()
+        for i, plan in enumerate(plans):
+            previous = out / MODELS_DIR / plan.slug
+            target = tmp / MODELS_DIR / plan.slug
+            reused = _reusable(previous, plan, log)
+            if reused:
+                log(f"Reusing {previous} (intact, same model, quantization and sizes).")
+                shutil.copytree(previous, target, copy_function=_link_or_copy)
+            else:
+                log(f"Building {plan.spec} into {MODELS_DIR}/{plan.slug}/...")
+                compile_model(plan.compile_options, target, log)
+            models.append(_site_model(target, plan, base_url, default=i == 0, reused=reused))
+
+        engine = content_hashed_copy(WEB_BUNDLE, tmp, ENGINE_STEM)
+        site = {
+            "format": SITE_FORMAT,
+            "title": title,
+            "engine": engine,
+            "models": [model.to_json() for model in models],
+        }
+        (tmp / SITE_FILE).write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+            # HTML-escape what the page and its script render; README and _headers are plain text.
+            autoescape=jinja2.select_autoescape(("html", "js")),
+            keep_trailing_newline=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        context = {"title": title, "engine": engine, "models": models, "base_url": base_url}
+        for name in PAGE_TEMPLATES:
+            (tmp / name).write_text(env.get_template(name).render(context), encoding="utf-8")
+    log(f"Wrote the site for {len(models)} model(s) into {out}.")
+    return SiteResult(out, engine, models)
