@@ -41,12 +41,17 @@ web/dist/webllm_build.js: web/node_modules/.package-lock.json web/build.mjs web/
 runtime: python system
 	@$(VENV)/bin/webllm_build runtime >/dev/null
 
-# The default site (SmolLM2-135M, offline), served locally; `serve` blocks until Ctrl-C.
+# The default site (SmolLM2-135M, offline). At a terminal it is then served until Ctrl-C;
+# run from a script or CI it is only built, so `make demo && make test` never blocks.
 demo: setup
 	$(VENV)/bin/webllm_build site --out dist
-	@echo "Open http://127.0.0.1:8000/ in a browser with WebGPU (Chrome/Edge 113+, Safari 26+;"
-	@echo "Chrome on Linux: --enable-unsafe-webgpu). Ctrl-C stops the server."
-	$(VENV)/bin/webllm_build serve dist
+	@if [ -t 0 ] && [ -z "$$CI" ]; then \
+	  echo "Open http://127.0.0.1:8000/ in a browser with WebGPU (Chrome/Edge 113+, Safari 26+;"; \
+	  echo "Chrome on Linux: --enable-unsafe-webgpu). Ctrl-C stops the server."; \
+	  $(VENV)/bin/webllm_build serve dist; \
+	else \
+	  echo "Built dist/. Serve it with: $(VENV)/bin/webllm_build serve dist"; \
+	fi
 
 # pytest exits 5 when it collects nothing; that must fail, never pass quietly.
 test: setup
