@@ -277,7 +277,7 @@ def _write_shard(directory: Path, pending: list[tuple[TensorRecord, np.ndarray]]
 def content_hashed_copy(src: Path, directory: Path, stem: str) -> str:
     """Copy `src` into `directory` as `<stem>-<hash16><suffix>`; returns that name."""
     try:
-        sha256 = _sha256_file(src)
+        sha256 = sha256_file(src)
     except OSError as exc:
         raise ArtifactError(f"Cannot read {src}: {exc.strerror}. Rebuild it, then try again.") from None
     name = f"{stem}-{sha256[:HASH_CHARS]}{src.suffix}"
@@ -308,7 +308,7 @@ def write_model_index(directory: Path, files: Mapping[str, str], extra: Mapping[
         path = directory / name
         if not path.is_file():
             raise ArtifactError(f"{path} does not exist, so the model index cannot name it as `{role}`.")
-        entries[role] = {"path": name, "nbytes": path.stat().st_size, "sha256": _sha256_file(path)}
+        entries[role] = {"path": name, "nbytes": path.stat().st_size, "sha256": sha256_file(path)}
     target = directory / INDEX_FILE
     _write_json(target, {**extra, "format": INDEX_FORMAT, "files": entries}, sort_keys=True)
     return target
@@ -318,7 +318,8 @@ def _write_json(path: Path, document: dict[str, Any], *, sort_keys: bool) -> Non
     path.write_text(json.dumps(document, indent=2, sort_keys=sort_keys) + "\n", encoding="utf-8")
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces (shards and libraries can be large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(1 << 20):
@@ -468,7 +469,7 @@ def _check_file(directory: Path, name: str, nbytes: int, sha256: str, listed_in:
     if size != nbytes:
         kind = "truncated" if size < nbytes else "longer than it should be"
         return f"{name}: {kind}, {size} bytes where {listed_in} records {nbytes}. {REBUILD}"
-    if _sha256_file(path) != sha256:
+    if sha256_file(path) != sha256:
         return f"{name}: corrupted, its sha256 differs from the one {listed_in} records. {REBUILD}"
     return None
 

@@ -14,7 +14,6 @@ over instead of recompiled when it is intact and was built from the same inputs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from webllm_build.artifacts import (
     content_hashed_copy,
     read_model_index,
     read_weights_manifest,
+    sha256_file,
     verify_directory,
 )
 from webllm_build.atomic import atomic_directory, sweep_stale_temps
@@ -171,14 +171,6 @@ def _check_out(out: Path) -> None:
         )
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _reusable(directory: Path, plan: _Plan, log: Callable[[str], None]) -> bool:
     """Whether a previous build's model directory is intact and was built from the same inputs."""
     if not directory.is_dir():
@@ -200,7 +192,7 @@ def _reusable(directory: Path, plan: _Plan, log: Callable[[str], None]) -> bool:
         return False
     # A newer compiler gives another library; the cached one for today's sources decides.
     library, _ = compiled_library(plan.config, plan.quantization, "webgpu", log)
-    return _sha256_file(library) == index.files["library"].sha256
+    return sha256_file(library) == index.files["library"].sha256
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import tvm
 import tvm_ffi
 
+from webllm_build.artifacts import sha256_file
 from webllm_build.atomic import atomic_directory, sweep_stale_temps
 from webllm_build.compiler.toolchain import emcc_env, find_emcc
 from webllm_build.errors import ToolchainError
@@ -78,17 +79,13 @@ def runtime_root() -> Path:
     return cache_dir() / "runtime"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_cached_runtime(key: str) -> WasmRuntime | None:
     """The cached runtime for `key` if present and intact, else None."""
     directory = runtime_root() / key
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
         objects = tuple(directory / name for name in manifest["objects"])
-        if all(_sha256(obj) == manifest["objects"][obj.name] for obj in objects):
+        if all(sha256_file(obj) == manifest["objects"][obj.name] for obj in objects):
             return WasmRuntime(directory, objects, key)
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -157,7 +154,7 @@ def build_runtime(log: Callable[[str], None] = lambda _msg: None) -> WasmRuntime
         with ThreadPoolExecutor(max_workers=2) as pool:
             objects = list(pool.map(lambda u: _compile_unit(emcc.path, stage, u, out), UNITS))
         shutil.rmtree(stage)
-        manifest = {"key": key, "objects": {obj.name: _sha256(obj) for obj in objects}}
+        manifest = {"key": key, "objects": {obj.name: sha256_file(obj) for obj in objects}}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     log(f"TVM wasm runtime ready in {final}")
     runtime = load_cached_runtime(key)
