@@ -13,6 +13,7 @@ import { EngineError } from "./library";
 import { Model } from "./model";
 import { sampleToken, seededRandom, type SamplingParams } from "./sampling";
 import { Tokenizer } from "./tokenizer";
+import { probeWebGPU, type AdapterReport } from "./webgpu";
 import type { LoadWeightsOptions } from "./weights";
 
 export interface ChatCompletionRequest {
@@ -24,6 +25,38 @@ export interface ChatCompletionRequest {
   stop?: string | string[] | null;
   seed?: number;
   repetition_penalty?: number;
+  // OpenAI-style: the log-probability of every completion token and of the `top_logprobs`
+  // most likely ones at each step, from the model's own distribution (raw logits, before
+  // repetition penalty, temperature and top-p).
+  logprobs?: boolean;
+  top_logprobs?: number;
+  // Not OpenAI: keep generating through end-of-sequence tokens (benchmarks need a fixed length).
+  ignore_eos?: boolean;
+}
+
+// `token_id` is not in OpenAI's schema: golden-output checks compare ids, not strings.
+// `bytes` are the UTF-8 bytes of `token`, the token decoded on its own.
+export interface TopLogprob {
+  token: string;
+  token_id: number;
+  logprob: number;
+  bytes: number[];
+}
+
+export interface TokenLogprob extends TopLogprob {
+  top_logprobs: TopLogprob[];
+}
+
+export interface ChoiceLogprobs {
+  content: TokenLogprob[];
+}
+
+export interface RuntimeStats {
+  model: string;
+  // Bytes of GPU buffers the model holds now (weights, KV cache, workspace) and at most so far.
+  gpu_allocated_bytes: number;
+  gpu_peak_bytes: number;
+  adapter: AdapterReport;
 }
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -43,7 +76,12 @@ export interface ChatCompletion {
   object: "chat.completion";
   created: number;
   model: string;
-  choices: { index: 0; message: { role: "assistant"; content: string }; finish_reason: FinishReason }[];
+  choices: {
+    index: 0;
+    message: { role: "assistant"; content: string };
+    finish_reason: FinishReason;
+    logprobs?: ChoiceLogprobs | null;
+  }[];
   usage: CompletionUsage;
 }
 
@@ -52,11 +90,17 @@ export interface ChatCompletionChunk {
   object: "chat.completion.chunk";
   created: number;
   model: string;
-  choices: { index: 0; delta: { role?: "assistant"; content?: string }; finish_reason: FinishReason | null }[];
+  choices: {
+    index: 0;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: FinishReason | null;
+    logprobs?: ChoiceLogprobs | null;
+  }[];
   usage?: CompletionUsage;
 }
 
 const DEFAULT_MAX_TOKENS = 512;
+const MAX_TOP_LOGPROBS = 20; // OpenAI's limit
 
 function invalid(message: string): EngineError {
   return new EngineError("invalid-request", message);
@@ -84,6 +128,42 @@ function commonPrefix(a: number[], b: number[]): number {
   let n = 0;
   while (n < a.length && n < b.length && a[n] === b[n]) n++;
   return n;
+}
+
+function validateLogprobs(request: ChatCompletionRequest): number {
+  const k = request.top_logprobs ?? 0;
+  if (!(Number.isInteger(k) && k >= 0 && k <= MAX_TOP_LOGPROBS)) {
+    throw invalid(`top_logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}], got ${k}.`);
+  }
+  if (k > 0 && !request.logprobs) throw invalid("top_logprobs needs logprobs: true.");
+  return k;
+}
+
+// log-softmax of `logits` at `token` and at the `k` largest entries, in float64.
+function tokenLogprobs(
+  logits: Float32Array,
+  token: number,
+  k: number,
+  describe: (id: number) => { token: string; bytes: number[] },
+): TokenLogprob {
+  let max = -Infinity;
+  for (const v of logits) if (v > max) max = v;
+  let total = 0;
+  for (const v of logits) total += Math.exp(v - max);
+  const logZ = max + Math.log(total);
+  const top: number[] = [];
+  for (let i = 0; i < logits.length && k > 0; i++) {
+    if (top.length < k || logits[i] > logits[top[top.length - 1]]) {
+      let at = Math.min(top.length, k - 1);
+      top[at] = i;
+      while (at > 0 && logits[top[at - 1]] < logits[i]) {
+        [top[at - 1], top[at]] = [top[at], top[at - 1]];
+        at--;
+      }
+    }
+  }
+  const entry = (id: number): TopLogprob => ({ ...describe(id), token_id: id, logprob: logits[id] - logZ });
+  return { ...entry(token), top_logprobs: top.map(entry) };
 }
 
 export class Engine {
@@ -137,19 +217,28 @@ export class Engine {
     this.cached = [];
   }
 
+  async runtimeStats(): Promise<RuntimeStats> {
+    if (!this.model) throw new EngineError("no-model", "No model is loaded: call engine.reload(url) first.");
+    const memory = this.model.gpuMemory();
+    return { model: this.modelId, gpu_allocated_bytes: memory.allocated, gpu_peak_bytes: memory.peak, adapter: await probeWebGPU() };
+  }
+
   private async create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     if (!this.model) throw new EngineError("no-model", "No model is loaded: call engine.reload(url) first.");
     validateMessages(request.messages);
     const params = samplingParams(request);
     const maxTokens = request.max_tokens ?? DEFAULT_MAX_TOKENS;
     if (!(Number.isInteger(maxTokens) && maxTokens > 0)) throw invalid(`max_tokens must be a positive integer.`);
+    validateLogprobs(request);
     if (this.busy) throw new EngineError("busy", "A completion is already running; wait for it or interrupt it.");
     const chunks = this.generate(request, params, maxTokens);
     if (request.stream) return chunks;
     let content = "";
     let last: ChatCompletionChunk | undefined;
+    const logprobs: TokenLogprob[] = [];
     for await (const chunk of chunks) {
       content += chunk.choices[0].delta.content ?? "";
+      logprobs.push(...(chunk.choices[0].logprobs?.content ?? []));
       last = chunk;
     }
     return {
@@ -157,7 +246,14 @@ export class Engine {
       object: "chat.completion",
       created: last!.created,
       model: last!.model,
-      choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: last!.choices[0].finish_reason! }],
+      choices: [
+        {
+          index: 0,
+          message: { role: "assistant", content },
+          finish_reason: last!.choices[0].finish_reason!,
+          ...(request.logprobs ? { logprobs: { content: logprobs } } : {}),
+        },
+      ],
       usage: last!.usage!,
     };
   }
@@ -198,10 +294,19 @@ export class Engine {
       const random = seededRandom(request.seed ?? Math.floor(Math.random() * 2 ** 32));
       const id = `chatcmpl-${Date.now().toString(36)}`;
       const created = Math.floor(Date.now() / 1000);
-      const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finish: FinishReason | null) => ({
-        id, object: "chat.completion.chunk" as const, created, model: this.modelId,
-        choices: [{ index: 0 as const, delta, finish_reason: finish }],
-      });
+      const topK = validateLogprobs(request);
+      // Logprobs of tokens sampled since the last chunk: they ride on the next chunk out.
+      let logprobs: TokenLogprob[] = [];
+      const describe = (tokenId: number) => {
+        const token = tokenizer.decode([tokenId]);
+        return { token, bytes: Array.from(new TextEncoder().encode(token)) };
+      };
+      const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finish: FinishReason | null) => {
+        const choice = { index: 0 as const, delta, finish_reason: finish };
+        const withLogprobs = request.logprobs ? { ...choice, logprobs: { content: logprobs } } : choice;
+        logprobs = [];
+        return { id, object: "chat.completion.chunk" as const, created, model: this.modelId, choices: [withLogprobs] };
+      };
 
       const t0 = performance.now();
       const newIds = promptIds.slice(keep);
@@ -223,7 +328,8 @@ export class Engine {
         }
         const token = sampleToken(logits, params, [...promptIds, ...generated], random);
         generated.push(token);
-        if (config.eos_token_ids.includes(token)) {
+        if (request.logprobs) logprobs.push(tokenLogprobs(logits, token, topK, describe));
+        if (!request.ignore_eos && config.eos_token_ids.includes(token)) {
           finish = "stop";
           break;
         }

@@ -61,16 +61,12 @@ export class Model {
       fetchJson<ModelConfig>(at("config")),
       fetchJson<TensorManifest>(at("tensor_cache")),
     ]);
-    const lib = await loadLibrary(at("library"), options.log);
-    const missing = index.required_features.filter((f) => !lib.features.has(f));
-    if (missing.length > 0) {
-      lib.dispose();
-      throw new EngineError(
-        "missing-feature",
-        `This model (${index.quantization}) needs the WebGPU feature(s) ${missing.join(", ")}, which this ` +
-          "GPU or browser does not offer. Use an f32 variant of the model (q4f32_1 or q0f32).",
-      );
-    }
+    const tensors = manifest.records.flatMap((shard) => shard.records);
+    const lib = await loadLibrary(at("library"), options.log, {
+      features: index.required_features,
+      largestBufferBytes: Math.max(0, ...tensors.map((t) => t.nbytes)),
+      quantization: index.quantization,
+    });
     const { tvm, device } = lib;
     const loaded = await loadWeights(tvm, device, baseUrl, manifest, options);
     const params = tvm.withNewScope(() =>
@@ -163,6 +159,14 @@ export class Model {
       logits = await this.decode(out[out.length - 1]);
     }
     return out;
+  }
+
+  // GPU buffers tvmjs has allocated for this model (weights, KV cache, workspace), in bytes.
+  // tvmjs counts them in its WebGPU context but keeps the counters private, hence the casts.
+  gpuMemory(): { allocated: number; peak: number } {
+    const lib = (this.lib.tvm as unknown as { lib: { webGPUContext?: Record<string, number> } }).lib;
+    const context = lib.webGPUContext ?? {};
+    return { allocated: context.currAllocatedBytes ?? 0, peak: context.peakAllocatedBytes ?? 0 };
   }
 
   dispose(): void {
