@@ -77,8 +77,11 @@ def evaluate(page: Any, log: PageLog, expression: str, arg: Any = None) -> Any:
 
 
 @contextmanager
-def launch_browser() -> Iterator[BrowserSession]:
-    chromium = find_chromium()
+def launch_browser(executable: Path | None = None) -> Iterator[BrowserSession]:
+    """Headless Chromium: Debian's by default, or any Chromium-based browser at `executable`."""
+    if executable is not None and not Path(executable).is_file():
+        raise BrowserError(f"--browser {executable} does not exist. Pass the path of a Chromium executable.")
+    chromium_path = str(executable) if executable is not None else find_chromium().path
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -89,11 +92,11 @@ def launch_browser() -> Iterator[BrowserSession]:
     with sync_playwright() as driver:
         try:
             browser = driver.chromium.launch(
-                executable_path=chromium.path, args=list(CHROMIUM_ARGS), headless=True
+                executable_path=chromium_path, args=list(CHROMIUM_ARGS), headless=True
             )
         except PlaywrightError as exc:
             raise BrowserError(
-                f"Chromium at {chromium.path} did not start: {str(exc).splitlines()[0]}. "
+                f"Chromium at {chromium_path} did not start: {str(exc).splitlines()[0]}. "
                 f"Reinstall it with: {INSTALL_CHROMIUM}"
             ) from None
         try:
