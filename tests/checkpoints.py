@@ -8,6 +8,7 @@ returns its path; keyword overrides go straight into the config class:
     make_llama(tmp_path / "l3", rope_scaling=LLAMA3_ROPE_SCALING)  # Llama 3.1-style rope
     make_phi(tmp_path / "phi")                                     # phi-1.5/phi-2, partial rotary 0.5
     make_phi3(tmp_path / "phi3", **PHI3_LONGROPE)                  # Phi-3.5-style longrope
+    make_qwen2(tmp_path / "qwen2")                                 # q/k/v biases, tied, theta 1e6
 
 Weights are seeded, so the same call writes the same values.
 """
@@ -29,6 +30,20 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
     "'<|im_end|>' + '\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Qwen2.5's template without its tool branches: ChatML with a default system message.
+QWEN2_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}{%- if not (message.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
 
 _SMALL = {
@@ -93,7 +108,9 @@ def tokenizer_json() -> str:
     return tokenizer.to_str()
 
 
-def write_tokenizer(directory: Path, *, chat_template_file: bool = False) -> None:
+def write_tokenizer(
+    directory: Path, *, chat_template_file: bool = False, chat_template: str = CHATML_TEMPLATE
+) -> None:
     """tokenizer.json + tokenizer_config.json; the template goes to chat_template.jinja if asked."""
     (directory / "tokenizer.json").write_text(tokenizer_json(), encoding="utf-8")
     tokenizer_config: dict[str, Any] = {
@@ -103,9 +120,9 @@ def write_tokenizer(directory: Path, *, chat_template_file: bool = False) -> Non
         "model_max_length": 256,
     }
     if chat_template_file:
-        (directory / "chat_template.jinja").write_text(CHATML_TEMPLATE, encoding="utf-8")
+        (directory / "chat_template.jinja").write_text(chat_template, encoding="utf-8")
     else:
-        tokenizer_config["chat_template"] = CHATML_TEMPLATE
+        tokenizer_config["chat_template"] = chat_template
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
 
 
@@ -121,6 +138,8 @@ def _save(
     max_shard_size: str | None,
     safe_serialization: bool,
     chat_template_file: bool = False,
+    chat_template: str = CHATML_TEMPLATE,
+    random_biases: bool = False,
 ) -> Path:
     import torch
     from transformers import GenerationConfig
@@ -131,6 +150,12 @@ def _save(
     config = config_class(**copy.deepcopy(_SMALL | defaults | overrides))
     torch.manual_seed(seed)
     model = model_class(config).to(getattr(torch, dtype)).eval()
+    if random_biases:
+        # transformers zeroes biases at init, which would leave a model's bias path untested.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(".bias"):
+                    param.normal_(0.0, config.initializer_range)
     if safe_serialization:
         model.save_pretrained(directory, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     else:
@@ -143,7 +168,7 @@ def _save(
     GenerationConfig(
         bos_token_id=config.bos_token_id, eos_token_id=[IM_END_ID, ENDOFTEXT_ID]
     ).save_pretrained(directory)
-    write_tokenizer(directory, chat_template_file=chat_template_file)
+    write_tokenizer(directory, chat_template_file=chat_template_file, chat_template=chat_template)
     return directory
 
 
@@ -263,6 +288,33 @@ def make_phi3(
         max_shard_size=max_shard_size,
         safe_serialization=safe_serialization,
         chat_template_file=True,
+    )
+
+
+def make_qwen2(
+    directory: Path,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    safe_serialization: bool = True,
+    **config_overrides: Any,
+) -> Path:
+    """A Qwen2ForCausalLM as Qwen2.5-0.5B/1.5B are: GQA, q/k/v biases, tied embeddings, theta 1e6."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return _save(
+        directory,
+        Qwen2ForCausalLM,
+        Qwen2Config,
+        {"num_key_value_heads": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+        config_overrides,
+        seed=seed,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        safe_serialization=safe_serialization,
+        chat_template=QWEN2_TEMPLATE,
+        random_biases=True,
     )
 
 

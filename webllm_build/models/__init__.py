@@ -8,7 +8,7 @@ from typing import Any
 
 from webllm_build.errors import LoaderError
 from webllm_build.models.base import DecoderModel, ModelConfig
-from webllm_build.models.llama import LlamaForCausalLM, llama_config
+from webllm_build.models.llama import LlamaForCausalLM, llama_config, qwen2_config
 from webllm_build.models.phi import PhiForCausalLM, phi_config
 
 __all__ = ["ARCHITECTURES", "Architecture", "DecoderModel", "ModelConfig", "architecture_of"]
@@ -51,6 +51,14 @@ ARCHITECTURES: dict[str, Architecture] = {
         LlamaForCausalLM,
         {},
         "Phi-3-mini, Phi-3.5-mini, Phi-4-mini",
+    ),
+    # A Llama with q/k/v biases; the fusion concatenates the biases as it does the weights.
+    "Qwen2ForCausalLM": Architecture(
+        "Qwen2ForCausalLM",
+        qwen2_config,
+        LlamaForCausalLM,
+        LLAMA_FUSIONS,
+        "Qwen2, Qwen2.5 (0.5B-7B)",
     ),
 }
 

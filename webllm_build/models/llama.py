@@ -1,4 +1,4 @@
-"""Llama-style decoders: Llama 2/3.x, SmolLM2, TinyLlama, and Phi-3 / Phi-3.5 / Phi-4-mini.
+"""Llama-style decoders: Llama 2/3.x, SmolLM2, TinyLlama, Phi-3 / Phi-3.5 / Phi-4-mini, Qwen2 / Qwen2.5.
 
 Pre-norm blocks with RMSNorm, grouped-query attention on the paged KV cache (rotary applied
 by the cache), and a SiLU-gated MLP. Q/K/V and gate/up are single fused matmuls: one kernel
@@ -13,6 +13,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
+from webllm_build.errors import LoaderError
 from webllm_build.models.base import DecoderModel, Embedding, ModelConfig, attention, decoder_config
 
 
@@ -82,7 +83,9 @@ class LlamaForCausalLM(DecoderModel):
         return self.lm_head(hidden)
 
 
-def llama_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
+def llama_config(
+    hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str, attention_bias: bool = False
+) -> ModelConfig:
     """Llama, SmolLM2, TinyLlama and Phi-3 configs (Phi-3 adds partial rotary and longrope)."""
     return decoder_config(
         hf,
@@ -92,5 +95,21 @@ def llama_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int,
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         partial_rotary_default=1.0,
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        extra={"attention_bias": bool(hf.get("attention_bias", False))},
+        extra={"attention_bias": bool(hf.get("attention_bias", attention_bias))},
+    )
+
+
+def qwen2_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
+    """Qwen2 / Qwen2.5: a Llama whose q/k/v projections always carry a bias (o_proj has none).
+
+    Its configs name no `attention_bias`; the bias is part of the architecture.
+    """
+    sliding = hf.get("use_sliding_window") or "sliding_attention" in (hf.get("layer_types") or [])
+    if sliding:
+        raise LoaderError(
+            f"{source}: sliding-window attention (`use_sliding_window`) is not supported; the "
+            f"published Qwen2 / Qwen2.5 checkpoints leave it off."
+        )
+    return llama_config(
+        hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source, attention_bias=True
     )
