@@ -75,3 +75,16 @@ def sweep_stale_temps(parent: Path) -> None:
             continue
         if stale:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write one file through a temp file beside it and a rename: readers never see half of it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CacheError(f"Cannot write {path}: {exc.strerror}. Pick a writable location.") from None

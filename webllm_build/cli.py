@@ -107,6 +107,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from webllm_build.check import CheckOptions, run_check, write_json_report, write_junit
+
+    options = CheckOptions(
+        target=args.site,
+        golden=args.golden,
+        record=args.record,
+        reference=args.reference,
+        models=tuple(args.model or ()),
+        timeout_s=args.timeout,
+        browser=args.browser,
+        checkpoint=args.checkpoint,
+    )
+    report = run_check(options, _log)
+    if args.json:
+        write_json_report(report, args.json)
+    if args.junit:
+        write_junit(report, args.junit)
+    print(report.summary())
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webllm_build",
@@ -194,6 +216,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="send COOP/COEP headers (cross-origin isolation)",
     )
     serve.set_defaults(run=_serve)
+
+    check = commands.add_parser(
+        "check", help="run a built site's models in headless Chromium and compare with a golden file"
+    )
+    check.add_argument("site", help="a site folder (served on loopback) or the URL of a deployed site")
+    check.add_argument(
+        "--golden", type=Path, default=Path("webllm-golden.json"), help="default: webllm-golden.json"
+    )
+    check.add_argument(
+        "--record", action="store_true", help="write the golden file from this build instead of checking"
+    )
+    check.add_argument(
+        "--reference",
+        choices=["transformers"],
+        default=None,
+        help="with --record: take the expected tokens from transformers on the CPU",
+    )
+    check.add_argument(
+        "--checkpoint", default=None, help="with --reference: the checkpoint, if not the one the build names"
+    )
+    check.add_argument("--model", action="append", help="only this model id (repeatable)")
+    check.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
+    check.add_argument("--json", type=Path, default=None, help="write the JSON report here")
+    check.add_argument("--browser", type=Path, default=None, help="a Chromium executable to use")
+    check.add_argument(
+        "--timeout", type=float, default=None, help="seconds per case and per load (default: 600)"
+    )
+    check.set_defaults(run=_check)
     return parser
 
 

@@ -1,0 +1,122 @@
+"""The independent reference: transformers on the CPU, on the same checkpoint a build came from.
+
+4-bit builds are compared with transformers on the dequantized 4-bit weights (`requantize_`),
+so the reference computes the same function as the build, only in float32 on the CPU. Optional
+dependency: torch and transformers (`pip install 'webllm_build[reference]'`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from webllm_build.errors import WebLLMBuildError
+from webllm_build.loaders import resolve_model
+from webllm_build.quantize import dequantize_weight, get_quantization, quantize_weight
+
+INSTALL_REFERENCE = "pip install 'webllm_build[reference]'   (torch and transformers, CPU)"
+
+
+def require_transformers() -> None:
+    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise WebLLMBuildError(
+            f"The transformers reference needs torch and transformers ({', '.join(missing)} missing). "
+            f"Install them with: {INSTALL_REFERENCE}"
+        )
+
+
+def requantize_(hf_model: Any, scale_dtype: str = "float32", group_size: int = 32) -> Any:
+    """Replace, in place, every weight we quantize by its dequantized 4-bit version.
+
+    Mirrors quantize_modules: linear layers and the token embedding whose input width is a
+    multiple of the group size. A tied lm_head shares the embedding's tensor, so it follows.
+    """
+    import torch
+
+    for module in hf_model.modules():
+        is_linear = isinstance(module, torch.nn.Linear) and module.in_features % group_size == 0
+        is_embedding = isinstance(module, torch.nn.Embedding) and module.embedding_dim % group_size == 0
+        if is_linear or is_embedding:
+            weight = module.weight.detach().float().numpy()
+            packed, scale = quantize_weight(weight, group_size, scale_dtype)
+            module.weight.data = torch.from_numpy(dequantize_weight(packed, scale, group_size))
+    return hf_model
+
+
+def hf_greedy(hf_model: Any, ids: list[int], steps: int, eos_ids: list[int]) -> list[int]:
+    """Greedy tokens from transformers, stopping after an eos token as our engines do."""
+    return hf_greedy_logprobs(hf_model, ids, steps, eos_ids, top_k=0)[0]
+
+
+def hf_greedy_logprobs(
+    hf_model: Any, ids: list[int], steps: int, eos_ids: list[int], top_k: int
+) -> tuple[list[int], list[list[tuple[int, float]]]]:
+    """Greedy tokens and, per step, the `top_k` (token id, log-probability) pairs, most likely first."""
+    import torch
+
+    out: list[int] = []
+    top: list[list[tuple[int, float]]] = []
+    sequence = list(ids)
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = hf_model(torch.tensor([sequence])).logits[0, -1].double().numpy()
+            logprobs = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+            if top_k:
+                best = np.argsort(-logprobs, kind="stable")[:top_k]
+                top.append([(int(i), float(logprobs[i])) for i in best])
+            out.append(int(np.argmax(logits)))
+            sequence.append(out[-1])
+            if out[-1] in eos_ids:
+                break
+    return out, top
+
+
+def hf_last_logits(hf_model: Any, ids: list[int]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return hf_model(torch.tensor([ids])).logits[0, -1].numpy()
+
+
+@dataclass
+class Reference:
+    """transformers' model and tokenizer for a build's checkpoint, weights as the build has them."""
+
+    model: Any
+    tokenizer: Any
+    spec: str
+    quantization: str
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        # Rendered to text first, then encoded without special tokens: what the browser engine does.
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def load_reference(spec: str, quantization: str) -> Reference:
+    """transformers on the CPU for `spec` (a preset, HF directory or repo id, or a .gguf file)."""
+    require_transformers()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    q = get_quantization(quantization)
+    source = resolve_model(spec)
+    if source.kind == "gguf":
+        where, extra = str(source.path.parent), {"gguf_file": source.path.name}
+    else:
+        where, extra = str(source.path), {}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra).eval()
+        tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+    except (OSError, ValueError, ImportError) as exc:
+        raise WebLLMBuildError(f"transformers cannot load {spec}: {exc}") from None
+    if q.quantized:
+        requantize_(model, q.model_dtype, q.group_size)
+    return Reference(model, tokenizer, spec, q.name)
