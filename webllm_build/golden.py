@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ class Golden:
         }
 
     def write(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(path, dumps(self.to_json()))
 
     def cases_for(self, model_id: str, spec: str | None, quantization: str | None) -> ModelGolden:
         """This model's entry, made from the default cases if the file has none (for --record)."""
@@ -184,6 +185,22 @@ class Golden:
             cases = [Case.from_json(case) for case in DEFAULT_CASES]
             self.models[model_id] = ModelGolden(spec, quantization, cases)
         return self.models[model_id]
+
+
+# Lists json.dumps spread over lines ("[" then a newline: never inside a string, where newlines
+# are escaped) holding only numbers, or only one-line lists.
+_NUMBERS = re.compile(r"\[\n([-+\d.eE,\s]*?)\n\s*\]")
+_LISTS = re.compile(r"\[\n\s*(\[[^\[\]\n]*\](?:,\n\s*\[[^\[\]\n]*\])*)\n\s*\]")
+
+
+def _one_line(match: re.Match[str]) -> str:
+    return "[" + ", ".join(part.strip() for part in match.group(1).split(",\n")) + "]"
+
+
+def dumps(document: dict[str, Any]) -> str:
+    """Indented JSON with lists of numbers (ids, [id, logprob] pairs, one step's top-k) on one line."""
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    return _LISTS.sub(_one_line, _NUMBERS.sub(_one_line, text)) + "\n"
 
 
 def read_golden(path: Path) -> Golden:
