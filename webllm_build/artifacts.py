@@ -5,7 +5,8 @@
                                     serves for a short time (`no-cache`).
     tensor-cache.json               tvmjs's weight manifest, plus a sha256 per shard. Unhashed
                                     because tvmjs's loaders hardcode the name.
-    params-<hash16>.bin             weight shards
+    params-<hash16>.bin             weight shards (none for a model with random weights: its
+                                    manifest says how to generate each tensor instead)
     model-<hash16>.wasm, tokenizer-<hash16>.json, webllm-config-<hash16>.json
 
 Every `<hash16>` is the first 16 hex digits of the file's own sha256, so a CDN and the browser
@@ -36,8 +37,10 @@ from webllm_build.errors import ArtifactError
 INDEX_FILE = "webllm-model.json"
 INDEX_FORMAT = 1
 TENSOR_CACHE_FILE = "tensor-cache.json"
-# Versions what we add to tvmjs's format (the per-shard sha256); tvmjs ignores it.
+# Versions what we add to tvmjs's format (the per-shard sha256); tvmjs ignores it. Format 2 is
+# a manifest of random weights (no shards, a `random` section), which tvmjs cannot load.
 WEIGHTS_FORMAT = 1
+RANDOM_WEIGHTS_FORMAT = 2
 # Roles the index must name; the browser and `inspect` find every file through them.
 INDEX_ROLES = ("library", "tokenizer", "config", "tensor_cache")
 HASH_CHARS = 16  # 64 bits: collisions between builds of one model are not a concern
@@ -61,7 +64,7 @@ ITEMSIZE = {
     "uint64": 8,
     "float64": 8,
 }
-# The float32 with the largest finite bf16 bit pattern (0x7F7F0000); see `_f32_to_bf16`.
+# The float32 with the largest finite bf16 bit pattern (0x7F7F0000); see `f32_to_bf16`.
 BF16_MAX = float(np.array([0x7F7F0000], dtype=np.uint32).view(np.float32)[0])
 
 REBUILD = "Rebuild it with `webllm_build compile`, or copy it again from the build output."
@@ -95,14 +98,49 @@ class Shard:
 
 
 @dataclass(frozen=True)
+class RandomRecord:
+    """A tensor the browser generates instead of downloading (see `random_weights.py`)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    format: str  # "raw", or BF16_FORMAT: the values are those a bf16 shard would give
+    init: dict[str, Any]  # {"kind": "uniform", "low": a, "high": b} or {"kind": "bits"}
+
+    @property
+    def nbytes(self) -> int:
+        """The tensor's bytes in GPU memory."""
+        return math.prod(self.shape) * ITEMSIZE[self.dtype]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "format": self.format,
+            "nbytes": self.nbytes,
+            "init": self.init,
+        }
+
+
+@dataclass(frozen=True)
+class RandomWeights:
+    generator: str  # names the algorithm, so a change to it cannot go unnoticed
+    seed: int
+    records: tuple[RandomRecord, ...]
+
+
+@dataclass(frozen=True)
 class WeightsManifest:
     """The contents of tensor-cache.json."""
 
     shards: tuple[Shard, ...]
     param_count: int  # the model's parameters; stored scalars unless the writer was told otherwise
+    random: RandomWeights | None = None  # set (and `shards` empty) for a model with random weights
 
     @property
     def param_bytes(self) -> int:
+        """Bytes to download: the shards."""
         return sum(shard.nbytes for shard in self.shards)
 
     @property
@@ -111,12 +149,12 @@ class WeightsManifest:
 
     def to_json(self) -> dict[str, Any]:
         # Key order follows tvmjs's own dumper; the added keys are ignored by its loaders.
-        return {
+        document: dict[str, Any] = {
             "metadata": {
                 "ParamSize": self.param_count,
                 "ParamBytes": self.param_bytes,
                 "BitsPerParam": round(self.bits_per_param, 4),
-                "WeightsFormat": WEIGHTS_FORMAT,
+                "WeightsFormat": WEIGHTS_FORMAT if self.random is None else RANDOM_WEIGHTS_FORMAT,
             },
             "records": [
                 {
@@ -139,6 +177,13 @@ class WeightsManifest:
                 for shard in self.shards
             ],
         }
+        if self.random is not None:
+            document["random"] = {
+                "generator": self.random.generator,
+                "seed": self.random.seed,
+                "records": [record.to_json() for record in self.random.records],
+            }
+        return document
 
 
 @dataclass(frozen=True)
@@ -229,8 +274,12 @@ def write_weights(
     if not shards:
         raise ArtifactError("There are no weights to write: the model has no parameters.")
     manifest = WeightsManifest(tuple(shards), scalars if param_count is None else param_count)
-    _write_json(directory / TENSOR_CACHE_FILE, manifest.to_json(), sort_keys=False)
+    write_weights_manifest(directory, manifest)
     return manifest
+
+
+def write_weights_manifest(directory: Path, manifest: WeightsManifest) -> None:
+    _write_json(directory / TENSOR_CACHE_FILE, manifest.to_json(), sort_keys=False)
 
 
 def _encode(name: str, array: np.ndarray, bf16: bool) -> tuple[str, str, np.ndarray]:
@@ -244,11 +293,11 @@ def _encode(name: str, array: np.ndarray, bf16: bool) -> tuple[str, str, np.ndar
             f"{', '.join(ITEMSIZE)}."
         )
     if bf16 and dtype == "float32":
-        return dtype, BF16_FORMAT, _f32_to_bf16(array).reshape(-1).view(np.uint8)
+        return dtype, BF16_FORMAT, f32_to_bf16(array).reshape(-1).view(np.uint8)
     return dtype, "raw", array.reshape(-1).view(np.uint8)
 
 
-def _f32_to_bf16(values: np.ndarray) -> np.ndarray:
+def f32_to_bf16(values: np.ndarray) -> np.ndarray:
     """bf16 bit patterns (uint16) of float32 `values`, rounded the way tvmjs's dumper rounds."""
     bits = values.view(np.uint32)
     # Round to nearest even within bf16's finite range. Beyond it (and for inf) truncate, which
@@ -369,10 +418,10 @@ def read_weights_manifest(path: Path) -> WeightsManifest:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         metadata = document["metadata"]
-        if metadata.get("WeightsFormat", WEIGHTS_FORMAT) > WEIGHTS_FORMAT:
+        if metadata.get("WeightsFormat", WEIGHTS_FORMAT) > RANDOM_WEIGHTS_FORMAT:
             raise ArtifactError(
                 f"{path} has weights format {metadata['WeightsFormat']}, newer than this "
-                f"webllm_build reads ({WEIGHTS_FORMAT}). Upgrade webllm_build."
+                f"webllm_build reads ({RANDOM_WEIGHTS_FORMAT}). Upgrade webllm_build."
             )
         shards = tuple(
             Shard(
@@ -393,7 +442,23 @@ def read_weights_manifest(path: Path) -> WeightsManifest:
             )
             for shard in document["records"]
         )
-        manifest = WeightsManifest(shards, int(metadata["ParamSize"]))
+        random = document.get("random")
+        if random is not None:
+            random = RandomWeights(
+                str(random["generator"]),
+                int(random["seed"]),
+                tuple(
+                    RandomRecord(
+                        str(rec["name"]),
+                        tuple(int(d) for d in rec["shape"]),
+                        str(rec["dtype"]),
+                        str(rec["format"]),
+                        dict(rec["init"]),
+                    )
+                    for rec in random["records"]
+                ),
+            )
+        manifest = WeightsManifest(shards, int(metadata["ParamSize"]), random)
     except KeyError as exc:
         # A tvmjs-made cache (params_shard_*.bin, md5sum) has no sha256 to verify against.
         raise ArtifactError(
@@ -488,13 +553,18 @@ def inspect_model(directory: Path, verify: bool = False) -> InspectReport:
         for rec in shard.records:
             label = f"{rec.dtype} as bf16" if rec.format == BF16_FORMAT else rec.dtype
             bytes_by_dtype[label] = bytes_by_dtype.get(label, 0) + rec.nbytes
+    random_records = manifest.random.records if manifest.random else ()
+    for random_rec in random_records:
+        # Generated in the browser: GPU bytes, none downloaded.
+        label = f"{random_rec.dtype} (random, generated)"
+        bytes_by_dtype[label] = bytes_by_dtype.get(label, 0) + random_rec.nbytes
     sizes = [shard.nbytes for shard in manifest.shards]
     return InspectReport(
         directory=directory,
         model=config.get("model"),
         quantization=config.get("quantization"),
         param_count=manifest.param_count,
-        tensor_count=sum(len(shard.records) for shard in manifest.shards),
+        tensor_count=sum(len(shard.records) for shard in manifest.shards) + len(random_records),
         bytes_by_dtype=dict(sorted(bytes_by_dtype.items(), key=lambda item: -item[1])),
         shards=ShardStats(len(sizes), min(sizes, default=0), max(sizes, default=0), sum(sizes)),
         bits_per_param=manifest.bits_per_param,

@@ -53,6 +53,7 @@ def _compile(args: argparse.Namespace) -> int:
         target=args.target,
         shard_mb=args.shard_mb,
         bf16=args.bf16,
+        random_weights=args.random_weights,
     )
     result = compile_model(options, args.out, _log)
     c = result.config
@@ -71,6 +72,7 @@ def _site(args: argparse.Namespace) -> int:
         title=args.title,
         context_window=args.context_window,
         prefill_chunk=args.prefill_chunk,
+        random_weights=args.random_weights,
     )
     result = build_site(options, _log)
     for model in result.models:
@@ -129,6 +131,12 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+RANDOM_WEIGHTS_HELP = (
+    "seeded random weights, generated in the browser (nothing to download): benchmark a model's "
+    "shapes without its checkpoint; presets need no download at all (a stand-in tokenizer is made)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webllm_build",
@@ -175,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store f32 tensors as bf16 (half the download; ~2e-3 logit change)",
     )
+    compile_.add_argument("--random-weights", action="store_true", help=RANDOM_WEIGHTS_HELP)
     compile_.add_argument("--out", type=Path, required=True)
     compile_.set_defaults(run=_compile)
 
@@ -195,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--title", default=None, help="the page's title")
     site.add_argument("--context-window", type=int, default=None)
     site.add_argument("--prefill-chunk", type=int, default=512)
+    site.add_argument("--random-weights", action="store_true", help=RANDOM_WEIGHTS_HELP)
     site.set_defaults(run=_site)
 
     commands.add_parser("models", help="list the model presets").set_defaults(run=_models)

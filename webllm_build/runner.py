@@ -16,8 +16,9 @@ from tvm import relax
 from tvm.contrib import tvmjs
 from tvm.runtime import ShapeTuple
 
-from webllm_build.artifacts import read_model_index
+from webllm_build.artifacts import read_model_index, read_weights_manifest
 from webllm_build.errors import WebLLMBuildError
+from webllm_build.random_weights import generate
 
 SEQUENCE_ID = 0
 
@@ -34,7 +35,15 @@ class CpuModel:
         self.vm = relax.VirtualMachine(
             tvm.runtime.load_module(str(directory / self.config["library"])), self.device
         )
-        tensors, _ = tvmjs.load_tensor_cache(str(directory), self.device)
+        manifest = read_weights_manifest(directory / index.files["tensor_cache"].path)
+        if manifest.random is not None:
+            # The same values the browser generates (random_weights.py).
+            random = manifest.random
+            tensors = {
+                rec.name: tvm.runtime.tensor(generate(random, rec), device=self.device) for rec in random.records
+            }
+        else:
+            tensors, _ = tvmjs.load_tensor_cache(str(directory), self.device)
         self.params = [tensors[name] for name in self.config["param_names"]]
         self._begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
         self._end = tvm.get_global_func("vm.builtin.kv_state_end_forward")

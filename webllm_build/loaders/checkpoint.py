@@ -16,8 +16,8 @@ from webllm_build.errors import LoaderError
 class ModelSource:
     """What a model spec resolved to."""
 
-    kind: Literal["hf-dir", "gguf"]
-    path: Path  # a directory (hf-dir) or a .gguf file
+    kind: Literal["hf-dir", "gguf", "config"]
+    path: Path  # a directory (hf-dir), a .gguf file, or a config.json alone (config: no weights)
     preset: str | None  # preset name when the spec was one
 
 
@@ -71,6 +71,8 @@ class Checkpoint:
     bos_token_id: int | None
     eos_token_ids: list[int]  # every id that ends generation, from all the files that name one
     generation_config: dict[str, Any] = field(default_factory=dict)
+    # The model came without a tokenizer and `tokenizer_json` is made up (see stand_in.py).
+    tokenizer_stand_in: bool = False
 
 
 def token_ids(*values: Any) -> list[int]:

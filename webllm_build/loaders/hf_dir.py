@@ -24,10 +24,11 @@ _SINGLE = (("model.safetensors", read_safetensors), ("pytorch_model.bin", read_t
 REQUIRED_CONFIG_FIELDS = ("architectures",)
 
 
-def load_hf_dir(source: ModelSource) -> Checkpoint:
+def load_hf_dir(source: ModelSource, *, weights: bool = True) -> Checkpoint:
+    """The checkpoint in a directory; without `weights`, its tensors are not looked for."""
     root = source.path
     config = read_config(root / "config.json")
-    tensors = TensorSource(root, read_weights(root))
+    tensors = TensorSource(root, read_weights(root) if weights else {})
     tokenizer_path = root / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise LoaderError(

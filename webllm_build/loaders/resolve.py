@@ -78,10 +78,11 @@ def _resolve_path(path: Path, preset: str | None) -> ModelSource:
     )
 
 
-def download_snapshot(repo_id: str) -> Path:
+def download_snapshot(repo_id: str, *, weights: bool = True) -> Path:
     """The hub cache snapshot of a repo, holding config, tokenizer and weights (safetensors if any).
 
-    With HF_HUB_OFFLINE=1 or no network, a snapshot already in the cache is used as is.
+    Without `weights`, only the config and tokenizer files. With HF_HUB_OFFLINE=1 or no network,
+    a snapshot already in the cache is used as is.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -93,6 +94,8 @@ def download_snapshot(repo_id: str) -> Path:
     )
 
     try:
+        if not weights:
+            return Path(snapshot_download(repo_id, allow_patterns=_METADATA_FILES))
         path = Path(snapshot_download(repo_id, allow_patterns=_METADATA_FILES + _SAFETENSORS_FILES))
         if not any(path.glob("*.safetensors")):
             # Older repos publish only PyTorch pickles.
