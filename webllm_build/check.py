@@ -31,7 +31,7 @@ from webllm_build.golden import (
     expected_from_completion,
     read_golden,
 )
-from webllm_build.sitepage import SitePage, fetch_json, page_log, site_url
+from webllm_build.sitepage import SitePage, fetch_json, page_log, select_models, site_url
 
 REPORT_FORMAT = "webllm_build-check-report"
 REFERENCES = ("transformers",)
@@ -198,7 +198,7 @@ def _record_reference(url: str, golden: Golden, report: CheckReport, options: Ch
 
     require_transformers()
     site = fetch_json(urljoin(url, "site.json"))
-    for entry in _selected(site["models"], options.models):
+    for entry in select_models(site["models"], options.models):
         index = _model_index(url, entry)
         config = fetch_json(urljoin(urljoin(url, entry["base_url"]), index["files"]["config"]["path"]))
         spec = options.checkpoint or index.get("model")
@@ -235,14 +235,6 @@ def _record_reference(url: str, golden: Golden, report: CheckReport, options: Ch
             model.cases.append(
                 CaseResult(case.name, "recorded", time.monotonic() - started, actual=case.expected.to_json())
             )
-
-
-def _selected(entries: list[dict[str, Any]], wanted: tuple[str, ...]) -> list[dict[str, Any]]:
-    ids = [e["id"] for e in entries]
-    unknown = [m for m in wanted if m not in ids]
-    if unknown:
-        raise WebLLMBuildError(f"The site has no model {', '.join(unknown)}; it has: {', '.join(ids)}.")
-    return [e for e in entries if not wanted or e["id"] in wanted]
 
 
 def run_check(options: CheckOptions, log: Callable[[str], None] = lambda _m: None) -> CheckReport:
@@ -282,7 +274,7 @@ def _check_in_browser(url: str, golden: Golden, report: CheckReport, options: Ch
     with launch_browser(options.browser) as browser:
         page = SitePage(browser, url, timeout_s=timeout_s)
         report.adapter = page.adapter()
-        entries = _selected(page.models, options.models)
+        entries = select_models(page.models, options.models)
         page.close()
         for entry in entries:
             index = _model_index(url, entry)

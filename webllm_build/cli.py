@@ -137,6 +137,50 @@ RANDOM_WEIGHTS_HELP = (
 )
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive token counts, such as 16,128,512")
+    return values
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from webllm_build.bench import (
+        BenchOptions,
+        compare_reports,
+        format_report,
+        plot_report,
+        read_report,
+        run_bench,
+        write_report,
+    )
+
+    earlier = read_report(args.compare) if args.compare else None  # a bad path fails before measuring
+    options = BenchOptions(
+        target=args.site,
+        models=tuple(args.model or ()),
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        runs=args.runs,
+        browser=args.browser,
+        timeout_s=args.timeout,
+    )
+    report = run_bench(options, _log)
+    if args.json:
+        write_report(report, args.json)
+    print(format_report(report))
+    if args.plot:
+        plot_report(report, args.plot)
+        print(f"Plot written to {args.plot}")
+    if earlier is not None:
+        print(f"\nCompared with {args.compare}:")
+        print(compare_reports(report, earlier))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webllm_build",
@@ -194,7 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="preset, HF repo id, HF directory or .gguf; repeat for a model picker, the first is "
         "the default (default: smollm2-135m)",
     )
-    site.add_argument("--quant", default=None, help="quantization for every model (default: each preset's)")
+    site.add_argument(
+        "--quant",
+        default=None,
+        help="quantization for every model (default: each preset's); a comma list builds each model "
+        "once per scheme, e.g. q4f16_1,q4f32_1, and the page picks one the visitor's GPU can run",
+    )
     site.add_argument("--out", type=Path, default=Path("dist"), help="the site folder (default: dist)")
     site.add_argument(
         "--base-url",
@@ -254,6 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="seconds per case and per load (default: 600)"
     )
     check.set_defaults(run=_check)
+
+    bench = commands.add_parser("bench", help="load times, first-token time, tokens/s in headless Chromium")
+    bench.add_argument("site", help="a site folder (served on loopback) or the URL of a deployed site")
+    bench.add_argument("--model", action="append", help="only this model id (repeatable)")
+    bench.add_argument(
+        "--prompt-tokens", type=_int_list, default=(16, 128, 512), help="prompt lengths (default: 16,128,512)"
+    )
+    bench.add_argument("--gen-tokens", type=int, default=128, help="tokens per reply (default: 128)")
+    bench.add_argument("--runs", type=int, default=3, help="runs, each a cold and a warm load (default: 3)")
+    bench.add_argument("--json", type=Path, default=None, help="write the report here")
+    bench.add_argument("--plot", type=Path, default=None, help="draw tokens/s and the roofline (matplotlib)")
+    bench.add_argument("--compare", type=Path, default=None, help="an earlier --json report: print ratios")
+    bench.add_argument("--browser", type=Path, default=None, help="a Chromium executable to use")
+    bench.add_argument("--timeout", type=float, default=1800, help="seconds per load or completion")
+    bench.set_defaults(run=_bench)
     return parser
 
 

@@ -123,6 +123,15 @@ def site_url(target: str | Path) -> Iterator[str]:
         yield url
 
 
+def select_models(entries: list[dict[str, Any]], wanted: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The site.json entries named in `wanted` (all when empty); an unknown id is an error."""
+    ids = [e["id"] for e in entries]
+    unknown = [m for m in wanted if m not in ids]
+    if unknown:
+        raise WebLLMBuildError(f"The site has no model {', '.join(unknown)}; it has: {', '.join(ids)}.")
+    return [e for e in entries if not wanted or e["id"] in wanted]
+
+
 class SitePage:
     """One tab on a site, in a fresh browser context (its own empty cache), ready to drive."""
 
@@ -185,6 +194,10 @@ class SitePage:
             "seconds": raw.get("seconds"),
             "error": raw["error"],
         }
+
+    def evaluate(self, expression: str, arg: Any = None) -> Any:
+        """Any JS function in the page, e.g. "async () => webllmApp.engine.runtimeStats()"."""
+        return self._eval(expression, arg)
 
     def reset(self) -> None:
         self._eval("() => webllmApp.engine.resetChat()")

@@ -2,16 +2,37 @@
 
 Used by this project's tests and meant for users' CI: everything runs in the real headless
 Chromium on its real WebGPU adapter, through the engine's public API.
+
+It is also a pytest plugin. Enable it with `pytest -p webllm_build.testing` (or
+`pytest_plugins = ["webllm_build.testing"]` in a top-level conftest.py) and point it at a site:
+
+    pytest -p webllm_build.testing --webllm-site dist/            # or a URL; or WEBLLM_SITE=...
+
+    def test_reply(webllm_page):                                  # a loaded site, a fresh chat
+        reply = webllm_page.create({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8})
+        assert reply["error"] is None and reply["finish_reason"] in ("stop", "length")
+
+Fixtures: `webllm_page` (a SitePage with the model loaded and the chat reset, per test),
+`webllm_loaded_page` (the same tab, once per session), `webllm_site_url`, `webllm_model_id`
+(--webllm-model, else the site's default model), `webllm_browser` (--webllm-browser). Override
+`webllm_site` in a conftest.py to build or pick the site in code.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from webllm_build.browser import BrowserSession, evaluate, write_harness
+import pytest
+
+from webllm_build.browser import BrowserSession, evaluate, launch_browser, write_harness
 from webllm_build.errors import BrowserError
+from webllm_build.sitepage import SitePage, site_url
+
+__all__ = ["LOAD_SCRIPT", "PageModel", "SitePage", "stage_models"]
 
 
 def stage_models(directory: Path, models: dict[str, Path]) -> Path:
@@ -88,3 +109,70 @@ class PageModel:
             "(name) => webllm.deleteCachedWeights(new URL(name + '/', location.href).href, model.manifest)",
             self.name,
         )
+
+
+# --- the pytest plugin -------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("webllm_build")
+    group.addoption("--webllm-site", default=None, help="a built site folder or URL (or set WEBLLM_SITE)")
+    group.addoption("--webllm-model", default=None, help="the model id to load (default: the site's default)")
+    group.addoption("--webllm-browser", default=None, help="a Chromium executable (default: Debian's)")
+    group.addoption("--webllm-timeout", type=float, default=600, help="seconds for a load or a completion")
+
+
+@pytest.fixture(scope="session")
+def webllm_browser(pytestconfig: pytest.Config) -> Iterator[BrowserSession]:
+    executable = pytestconfig.getoption("--webllm-browser")
+    with launch_browser(Path(executable) if executable else None) as browser:
+        yield browser
+
+
+@pytest.fixture(scope="session")
+def webllm_site(pytestconfig: pytest.Config) -> str:
+    """The site under test; override this fixture to build one in code."""
+    site = pytestconfig.getoption("--webllm-site") or os.environ.get("WEBLLM_SITE")
+    if not site:
+        pytest.skip("no site to test: pass --webllm-site DIR|URL or set WEBLLM_SITE")
+    return str(site)
+
+
+@pytest.fixture(scope="session")
+def webllm_site_url(webllm_site: str | Path) -> Iterator[str]:
+    with site_url(webllm_site) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def webllm_model_id(pytestconfig: pytest.Config, webllm_browser: BrowserSession, webllm_site_url: str) -> str:
+    chosen = pytestconfig.getoption("--webllm-model")
+    if chosen:
+        return str(chosen)
+    page = SitePage(webllm_browser, webllm_site_url)
+    try:
+        models = page.models
+    finally:
+        page.close()
+    return next((m["id"] for m in models if m.get("default")), models[0]["id"])
+
+
+@pytest.fixture(scope="session")
+def webllm_loaded_page(
+    pytestconfig: pytest.Config, webllm_browser: BrowserSession, webllm_site_url: str, webllm_model_id: str
+) -> Iterator[SitePage]:
+    timeout_s = float(pytestconfig.getoption("--webllm-timeout"))
+    page = SitePage(webllm_browser, webllm_site_url, timeout_s=timeout_s)
+    loaded = page.load(webllm_model_id)
+    if loaded["error"]:
+        page.close()
+        pytest.fail(f"Loading {webllm_model_id} failed: {loaded['error']['message']}\n{page.log.tail()}")
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def webllm_page(webllm_loaded_page: SitePage) -> SitePage:
+    """The session's loaded tab with a fresh chat (the engine's KV cache reset)."""
+    webllm_loaded_page.reset()
+    return webllm_loaded_page

@@ -1,0 +1,382 @@
+"""`webllm_build bench`: how fast a built site's models load and generate in headless Chromium.
+
+Per run, a fresh browser context (empty HTTP and Cache API storage) loads the model from the
+network (cold), the tab is reloaded and loads it again from the browser's cache (warm), then one
+greedy completion per prompt length gives time to first token, prefill and decode tokens/s.
+GPU memory is what the engine's runtimeStats() counts. A WebGPU microbenchmark in the same
+browser measures the adapter's memory bandwidth and f32 matmul rate; decode is reported as a
+fraction of the bandwidth roofline (weight bytes read per token x tokens/s / bandwidth).
+Every measured number is reported as min / median / max over the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+from webllm_build.atomic import atomic_write_text
+from webllm_build.browser import evaluate, launch_browser
+from webllm_build.errors import WebLLMBuildError
+from webllm_build.sitepage import SitePage, fetch_json, select_models, site_url
+
+REPORT_FORMAT = "webllm_build-bench-report"
+MICROBENCH = Path(__file__).with_name("microbench.js")
+# Filler for prompts of a given length: ordinary words, so every tokenizer splits it alike.
+FILLER = (
+    "The history of the printing press shows how a single invention can change the way people "
+    "share ideas, learn new skills and argue about the world they live in. "
+)
+INSTALL_PLOT = "pip install 'webllm_build[plot]'   (matplotlib)"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    target: str  # a site folder or its URL
+    models: tuple[str, ...] = ()  # empty: every model of the site
+    prompt_tokens: tuple[int, ...] = (16, 128, 512)
+    gen_tokens: int = 128
+    runs: int = 3
+    timeout_s: float = 1800
+    browser: Path | None = None
+    # The microbenchmark's streaming-read size and the least time one timed submission takes.
+    bandwidth_bytes: int = 64 << 20
+    microbench_min_ms: float = 200
+
+
+def spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """min / median / max of the measured values (None where a run failed)."""
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return {"min": None, "median": None, "max": None, "values": list(values)}
+    return {"min": min(kept), "median": statistics.median(kept), "max": max(kept), "values": list(values)}
+
+
+class PromptBuilder:
+    """Chat messages whose rendered prompt is a given number of tokens (or the nearest below).
+
+    Renders the model's own chat template with jinja2 and counts with its tokenizer.json, as
+    the browser engine does; the engine's own count comes back in the report as prompt_tokens.
+    """
+
+    def __init__(self, model_url: str) -> None:
+        import jinja2.sandbox
+        from tokenizers import Tokenizer
+
+        index = fetch_json(urljoin(model_url, "webllm-model.json"))
+        config = fetch_json(urljoin(model_url, index["files"]["config"]["path"]))
+        tokenizer_url = urljoin(model_url, index["files"]["tokenizer"]["path"])
+        self.tokenizer = Tokenizer.from_str(json.dumps(fetch_json(tokenizer_url)))
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        self.template = env.from_string(config["chat_template"] or "")
+        bos = config.get("bos_token_id")
+        self.special = {
+            "bos_token": self.tokenizer.id_to_token(bos) if bos is not None else "",
+            "eos_token": self.tokenizer.id_to_token(config["eos_token_ids"][0]),
+        }
+        self.words = (FILLER * 8).split()
+
+    def count(self, messages: list[dict[str, str]]) -> int:
+        text = self.template.render(messages=messages, add_generation_prompt=True, **self.special)
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def messages(self, words: int) -> list[dict[str, str]]:
+        repeated = self.words * (words // len(self.words) + 1)
+        return [{"role": "user", "content": " ".join(repeated[:words])}]
+
+    def build(self, target: int) -> list[dict[str, str]]:
+        low, high = 0, 1
+        while self.count(self.messages(high)) <= target:
+            low, high = high, high * 2
+        while high - low > 1:  # the most words that still fit
+            middle = (low + high) // 2
+            low, high = (middle, high) if self.count(self.messages(middle)) <= target else (low, middle)
+        return self.messages(low)
+
+
+def _raise(message: str) -> None:
+    raise WebLLMBuildError(f"The chat template raised: {message}")
+
+
+def run_microbenchmark(page: SitePage, options: BenchOptions) -> dict[str, Any]:
+    text = MICROBENCH.read_text(encoding="utf-8")
+    source = text[text.index("async ("):].rstrip().rstrip(";")
+    settings = {"bandwidthBytes": options.bandwidth_bytes, "minMs": options.microbench_min_ms}
+    return evaluate(page.page, page.log, source, settings)
+
+
+def _model_facts(url: str, entry: dict[str, Any]) -> dict[str, Any]:
+    model_url = urljoin(url, entry["base_url"])
+    index = fetch_json(urljoin(model_url, "webllm-model.json"))
+    manifest = fetch_json(urljoin(model_url, index["files"]["tensor_cache"]["path"]))
+    return {
+        "id": entry["id"],
+        "spec": index.get("model"),
+        "quantization": index.get("quantization"),
+        "download_bytes": entry.get("download_bytes"),
+        # Decode reads every weight once per token (the embedding only one row, but most
+        # models' lm_head reads a matrix of the same size), so this is the bytes per token.
+        "weight_bytes": manifest["metadata"]["ParamBytes"],
+    }
+
+
+def _bench_model(
+    browser: Any, url: str, entry: dict[str, Any], options: BenchOptions, log: Callable[[str], None]
+) -> dict[str, Any]:
+    facts = _model_facts(url, entry)
+    model_id = entry["id"]
+    builder = PromptBuilder(urljoin(url, entry["base_url"]))
+    prompts = {target: builder.build(target) for target in options.prompt_tokens}
+    cold: list[float | None] = []
+    warm: list[float | None] = []
+    memory: list[float | None] = []
+    peak: list[float | None] = []
+    per_prompt: dict[int, dict[str, list]] = {
+        t: {"prompt_tokens": [], "ttft_s": [], "prefill_tokens_per_s": [], "decode_tokens_per_s": [],
+            "completion_tokens": []}
+        for t in options.prompt_tokens
+    }
+    errors: list[str] = []
+    for run in range(options.runs):
+        log(f"{model_id}: run {run + 1} of {options.runs}: cold load...")
+        page = SitePage(browser, url, timeout_s=options.timeout_s)  # a fresh context: empty caches
+        try:
+            loaded = page.load(model_id)
+            cold.append(None if loaded["error"] else loaded["seconds"])
+            if loaded["error"]:
+                errors.append(f"run {run + 1}: cold load failed: {loaded['error']['message']}")
+                continue
+            log(f"{model_id}: run {run + 1}: warm load...")
+            page.reload()
+            loaded = page.load(model_id)
+            warm.append(None if loaded["error"] else loaded["seconds"])
+            if loaded["error"]:
+                errors.append(f"run {run + 1}: warm load failed: {loaded['error']['message']}")
+                continue
+            for target, messages in prompts.items():
+                log(f"{model_id}: run {run + 1}: {target}-token prompt, {options.gen_tokens} tokens...")
+                page.reset()
+                request = {"messages": messages, "max_tokens": options.gen_tokens, "temperature": 0}
+                reply = page.create({**request, "ignore_eos": True})
+                row = per_prompt[target]
+                if reply["error"]:
+                    errors.append(f"run {run + 1}, {target}-token prompt: {reply['error']['message']}")
+                    for values in row.values():
+                        values.append(None)
+                    continue
+                usage = reply["usage"]
+                row["prompt_tokens"].append(usage["prompt_tokens"])
+                row["completion_tokens"].append(usage["completion_tokens"])
+                row["ttft_s"].append(reply["ttft_s"])
+                row["prefill_tokens_per_s"].append(usage["prefill_tokens_per_s"])
+                # One token gives no decode rate: the first comes out of the prefill.
+                row["decode_tokens_per_s"].append(
+                    usage["decode_tokens_per_s"] if usage["completion_tokens"] > 1 else None
+                )
+            stats = page.runtime_stats()
+            memory.append(stats["gpu_allocated_bytes"] if stats else None)
+            peak.append(stats["gpu_peak_bytes"] if stats else None)
+            if stats is None:
+                errors.append("the site's engine has no runtimeStats(): GPU memory unknown")
+        finally:
+            page.close()
+    decode_all = [v for row in per_prompt.values() for v in row["decode_tokens_per_s"]]
+    return {
+        **facts,
+        "cold_load_s": spread(cold),
+        "warm_load_s": spread(warm),
+        "gpu_memory_bytes": spread(memory),
+        "gpu_peak_bytes": spread(peak),
+        "prompts": [
+            {"target_tokens": target, **{name: spread(values) for name, values in row.items()}}
+            for target, row in per_prompt.items()
+        ],
+        "decode_tokens_per_s": spread(decode_all),
+        "errors": errors,
+    }
+
+
+def _with_roofline(model: dict[str, Any], micro: dict[str, Any]) -> dict[str, Any]:
+    bandwidth = micro["bandwidth"]["gb_per_s"] * 1e9
+    rates = model["decode_tokens_per_s"]["values"]
+    values = [None if v is None else model["weight_bytes"] * v / bandwidth for v in rates]
+    return {**model, "decode_bandwidth_fraction": spread(values)}
+
+
+def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Measure every selected model of the site; returns the report (see the README, "bench")."""
+    if options.runs < 1 or options.gen_tokens < 1 or not options.prompt_tokens:
+        raise WebLLMBuildError("--runs and --gen-tokens must be at least 1, with at least one prompt length.")
+    started = time.monotonic()
+    with site_url(options.target) as url, launch_browser(options.browser) as browser:
+        page = SitePage(browser, url, timeout_s=options.timeout_s)
+        try:
+            entries = select_models(page.models, options.models)
+            adapter = page.adapter()
+            user_agent = evaluate(page.page, page.log, "() => navigator.userAgent")
+            log("WebGPU microbenchmark (memory bandwidth, f32 matmul)...")
+            micro = run_microbenchmark(page, options)
+        finally:
+            page.close()
+        models = [_with_roofline(_bench_model(browser, url, e, options, log), micro) for e in entries]
+    return {
+        "format": REPORT_FORMAT,
+        "version": 1,
+        "target": options.target,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "browser": user_agent,
+        "adapter": adapter,
+        "microbenchmark": micro,
+        "settings": {
+            "prompt_tokens": list(options.prompt_tokens),
+            "gen_tokens": options.gen_tokens,
+            "runs": options.runs,
+        },
+        "models": models,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def _median(value: Any) -> float | None:
+    return value.get("median") if isinstance(value, dict) else value
+
+
+def _fmt(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if value is None else f"{value / scale:.{digits}f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    adapter = report.get("adapter") or {}
+    micro = report["microbenchmark"]
+    lines = [
+        f"adapter: {adapter.get('vendor')} / {adapter.get('architecture')} {adapter.get('description', '')}",
+        f"roofline: {micro['bandwidth']['gb_per_s']:.2f} GB/s streaming read, "
+        f"{micro['matmul']['gflop_per_s']:.2f} GFLOP/s f32 matmul (n={micro['matmul']['n']})",
+    ]
+    for m in report["models"]:
+        lines.append(f"\n{m['id']} ({m['quantization']}, {m['weight_bytes'] / 2**20:.1f} MiB of weights)")
+        lines.append(
+            f"  load: cold {_fmt(_median(m['cold_load_s']))} s, warm {_fmt(_median(m['warm_load_s']))} s; "
+            f"GPU memory {_fmt(_median(m['gpu_memory_bytes']), 2**20, 1)} MiB"
+        )
+        lines.append("  prompt  TTFT s  prefill tok/s  decode tok/s   (medians)")
+        for p in m["prompts"]:
+            prompt, ttft = _median(p["prompt_tokens"]), _median(p["ttft_s"])
+            prefill, decode = _median(p["prefill_tokens_per_s"]), _median(p["decode_tokens_per_s"])
+            cells = f"{_fmt(prompt, digits=0):>6}  {_fmt(ttft):>6}  {_fmt(prefill):>13}  {_fmt(decode):>12}"
+            lines.append("  " + cells)
+        fraction = _median(m["decode_bandwidth_fraction"])
+        percent = None if fraction is None else fraction * 100
+        lines.append(f"  decode at {_fmt(percent, digits=1)}% of the bandwidth roofline")
+        lines += [f"  error: {e}" for e in m["errors"]]
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+
+
+# (label, where in a model's entry, higher is better)
+COMPARED = [
+    ("cold load s", lambda m: _median(m["cold_load_s"]), False),
+    ("warm load s", lambda m: _median(m["warm_load_s"]), False),
+    ("GPU memory MiB", lambda m: (_median(m["gpu_memory_bytes"]) or 0) / 2**20 or None, False),
+    ("decode tok/s", lambda m: _median(m["decode_tokens_per_s"]), True),
+]
+
+
+def compare_reports(new: dict[str, Any], old: dict[str, Any]) -> str:
+    """new / old per model and metric, medians; an arrow marks the better direction."""
+    lines = [f"{'model':<28} {'metric':<26} {'old':>10} {'new':>10} {'new/old':>8}"]
+    old_models = {m["id"]: m for m in old.get("models", [])}
+    for model in new["models"]:
+        before = old_models.get(model["id"])
+        if before is None:
+            lines.append(f"{model['id']:<28} (not in the earlier report)")
+            continue
+        rows = list(COMPARED)
+        for prompt in model["prompts"]:
+            target = prompt["target_tokens"]
+            for key, label, higher in (
+                ("ttft_s", "TTFT s", False),
+                ("prefill_tokens_per_s", "prefill tok/s", True),
+            ):
+                rows.append((f"{label} @{target}", _prompt_metric(target, key), higher))
+        for label, get, higher in rows:
+            a, b = _safe(get, before), _safe(get, model)
+            ratio = "-" if not a or b is None else f"{b / a:.3f}"
+            better = "" if not a or b is None or b == a else ("+" if (b > a) == higher else "-")
+            lines.append(f"{model['id']:<28} {label:<26} {_fmt(a):>10} {_fmt(b):>10} {ratio:>8} {better}")
+    return "\n".join(lines)
+
+
+def _prompt_metric(target: int, key: str) -> Callable[[dict[str, Any]], float | None]:
+    def get(model: dict[str, Any]) -> float | None:
+        row = next((p for p in model["prompts"] if p["target_tokens"] == target), None)
+        return None if row is None else _median(row[key])
+
+    return get
+
+
+def _safe(get: Callable[[dict[str, Any]], float | None], model: dict[str, Any]) -> float | None:
+    try:
+        return get(model)
+    except (KeyError, TypeError):
+        return None
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WebLLMBuildError(f"Cannot read the bench report {path}: {exc}") from None
+    if report.get("format") != REPORT_FORMAT:
+        raise WebLLMBuildError(f"{path} is not a webllm_build bench report (written by bench --json).")
+    return report
+
+
+def plot_report(report: dict[str, Any], path: Path) -> None:
+    """Tokens/s by prompt length per model, and decode as a fraction of the bandwidth roofline."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise WebLLMBuildError(f"--plot needs matplotlib. Install it with: {INSTALL_PLOT}") from None
+    figure, (speed, roofline) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2, 1]})
+    for model in report["models"]:
+        lengths = [_median(p["prompt_tokens"]) for p in model["prompts"]]
+        for key, style in (("prefill_tokens_per_s", "-o"), ("decode_tokens_per_s", "--s")):
+            medians = [_median(p[key]) for p in model["prompts"]]
+            low = [(m or 0) - (p[key]["min"] or 0) for m, p in zip(medians, model["prompts"], strict=True)]
+            high = [(p[key]["max"] or 0) - (m or 0) for m, p in zip(medians, model["prompts"], strict=True)]
+            label = f"{model['id']} {key.split('_')[0]}"
+            speed.errorbar(lengths, medians, yerr=[low, high], fmt=style, capsize=3, label=label)
+    speed.set_xscale("log", base=2)
+    speed.set_xlabel("prompt tokens")
+    speed.set_ylabel("tokens/s (median, min-max)")
+    speed.legend(fontsize=8)
+    speed.grid(alpha=0.3)
+    fractions = [(_median(m["decode_bandwidth_fraction"]) or 0) * 100 for m in report["models"]]
+    roofline.bar([m["id"] for m in report["models"]], fractions)
+    roofline.set_ylabel("decode, % of memory bandwidth roofline")
+    roofline.tick_params(axis="x", labelrotation=20, labelsize=8)
+    adapter = report.get("adapter") or {}
+    bandwidth = report["microbenchmark"]["bandwidth"]["gb_per_s"]
+    figure.suptitle(f"{adapter.get('vendor')} / {adapter.get('architecture')}: {bandwidth:.2f} GB/s read")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
