@@ -11,12 +11,15 @@ const ui = {
   progressText: $("progress-text"), error: $("error"), conversation: $("conversation"),
   composer: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
   newChat: $("new-chat"), stats: $("stats"), noWebGPU: $("no-webgpu"), noWebGPUReason: $("no-webgpu-reason"),
+  temperature: $("temperature"), topP: $("top-p"), maxTokens: $("max-tokens"),
 };
 
 // What to tell the visitor for the engine's error codes; the engine's message follows.
 const ERROR_HINTS = {
   "no-webgpu": "This browser has no usable WebGPU; see the list of browsers that work above.",
   "missing-feature": "Your GPU lacks a WebGPU feature this model needs; pick a model without it (a q4f32 one) if the site has one.",
+  "buffer-limit": "Your GPU cannot hold one of this model's tensors; pick a smaller or more quantized model if the site has one.",
+  "worker-failed": "The engine could not start. Reload the page; if it persists, try another browser.",
   "corrupt-shard": "A downloaded file was damaged. Reload the page to download it again.",
   "quota-exceeded": "The browser has no room to keep the model; it is loaded from the network each visit. Free some disk space to keep it.",
 };
@@ -73,18 +76,33 @@ window.webllmRenderMarkdown = renderMarkdown;
 // --- page state -------------------------------------------------------------------------------
 
 let site = null;
-let engine = null;
+let engine = null; // the engine in its Web Worker, or in this page where workers lack WebGPU
+let adapter = null; // the WebGPU adapter report, as the engine sees it
 let webllm = null;
 let messages = [];
 let generating = false;
 let loadedModel = null;
+let lastUsage = null;
+let modelPicked = false; // the visitor chose a model: re-filling the picker keeps it
 // False once the browser is known to lack WebGPU: loading would only fail.
 let webgpuOk = Boolean(navigator.gpu);
 
-function showError(error) {
+// `action`, when given, adds a button to the message: {label, run}.
+function showError(error, action) {
   const code = error && error.code;
   const message = String((error && error.message) || error);
   ui.error.textContent = ERROR_HINTS[code] ? `${ERROR_HINTS[code]}\n\n${message}` : message;
+  if (action) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "primary error-action";
+    button.textContent = action.label;
+    button.addEventListener("click", () => {
+      clearError();
+      action.run();
+    });
+    ui.error.append(document.createElement("br"), button);
+  }
   ui.error.hidden = false;
   console.error(error);
 }
@@ -154,25 +172,66 @@ function onProgress(p) {
   ui.progressText.textContent = `${p.phase || "loading"}: ${bytes}${percent.toFixed(0)}%`;
 }
 
+// The WebGPU features `entry` needs that this adapter lacks (none when the adapter is unknown).
+function missingFeatures(entry) {
+  if (!adapter || !adapter.features) return [];
+  return (entry.required_features || []).filter((f) => !adapter.features.includes(f));
+}
+
+// Another build of the same model that this adapter can run (e.g. q4f32_1 for q4f16_1).
+function runnableVariant(entry) {
+  return site.models.find((m) => m !== entry && m.family === entry.family && missingFeatures(m).length === 0);
+}
+
+// Loads a site.json model by id; throws what the engine throws. Also the page's test hook.
+async function loadModel(id, { onProgress: report } = {}) {
+  const entry = site.models.find((m) => m.id === id);
+  if (!entry) throw new Error(`This site has no model "${id}".`);
+  const missing = missingFeatures(entry);
+  if (missing.length > 0) {
+    const error = new Error(`${entry.title} needs the WebGPU feature(s) ${missing.join(", ")}, which this GPU does not offer.`);
+    error.code = "missing-feature";
+    throw error;
+  }
+  loadedModel = null;
+  ui.model.value = entry.id;
+  let last = null;
+  const started = performance.now();
+  const progress = (p) => {
+    last = p;
+    onProgress(p);
+    if (report) report(p);
+  };
+  progress({ phase: "starting", loadedBytes: 0, totalBytes: entry.download_bytes, percent: 0 });
+  await engine.reload(new URL(entry.base_url, SITE_URL).href, { onProgress: progress });
+  loadedModel = entry;
+  messages = [];
+  lastUsage = null;
+  ui.conversation.replaceChildren();
+  ui.stats.textContent = "";
+  ui.progressText.textContent = `${entry.title} is ready.`;
+  return { id, ms: performance.now() - started, progress: last };
+}
+
 async function loadSelected() {
   const entry = site.models.find((m) => m.id === ui.model.value);
   if (!entry) return;
   clearError();
-  loadedModel = null;
   ui.load.disabled = true;
   ui.progress.hidden = false;
-  onProgress({ phase: "starting", loadedBytes: 0, totalBytes: entry.download_bytes, percent: 0 });
   try {
-    engine = engine || (await webllm.createEngine());
-    await engine.reload(new URL(entry.base_url, SITE_URL).href, { onProgress });
-    loadedModel = entry;
-    messages = [];
-    ui.conversation.replaceChildren();
-    ui.progressText.textContent = `${entry.title} is ready.`;
+    await loadModel(entry.id);
     ui.prompt.focus();
   } catch (error) {
     ui.progress.hidden = true;
-    showError(error);
+    const variant = error.code === "missing-feature" ? runnableVariant(entry) : null;
+    showError(error, variant && {
+      label: `Load ${variant.title} instead`,
+      run: () => {
+        ui.model.value = variant.id;
+        loadSelected();
+      },
+    });
   }
   setBusy();
 }
@@ -194,7 +253,7 @@ async function send() {
   let first = 0;
   let pending = false;
   try {
-    const stream = await engine.chat.completions.create({ messages, stream: true, temperature: 0.7, max_tokens: 512 });
+    const stream = await engine.chat.completions.create({ messages, stream: true, ...samplingSettings() });
     for await (const chunk of stream) {
       const delta = chunk.choices[0] && chunk.choices[0].delta.content;
       if (delta) {
@@ -210,7 +269,10 @@ async function send() {
           });
         }
       }
-      if (chunk.usage) showStats(chunk.usage, tokens, first);
+      if (chunk.usage) {
+        lastUsage = chunk.usage;
+        showStats(chunk.usage, tokens, first);
+      }
     }
   } catch (error) {
     showError(error);
@@ -220,6 +282,19 @@ async function send() {
   messages.push({ role: "assistant", content });
   generating = false;
   setBusy();
+}
+
+// The settings panel's values; a field left empty or invalid falls back to its default.
+function samplingSettings() {
+  const number = (input, fallback) => {
+    const value = input.valueAsNumber;
+    return Number.isFinite(value) ? value : fallback;
+  };
+  return {
+    temperature: Math.max(0, number(ui.temperature, 0.7)),
+    top_p: Math.min(1, Math.max(0.01, number(ui.topP, 0.95))),
+    max_tokens: Math.max(1, Math.round(number(ui.maxTokens, 512))),
+  };
 }
 
 function showStats(usage, tokens, first) {
@@ -246,17 +321,24 @@ async function newChat() {
 // --- start ------------------------------------------------------------------------------------
 
 function fillPicker() {
+  // Keep the visitor's choice; else the site's default, or a build of it this GPU can run.
+  const fallback = site.models.find((m) => m.default) || site.models[0];
+  const auto = fallback && missingFeatures(fallback).length > 0 ? runnableVariant(fallback) || fallback : fallback;
+  const selected = modelPicked ? ui.model.value : auto && auto.id;
+  ui.model.replaceChildren();
   for (const entry of site.models) {
     const option = document.createElement("option");
     option.value = entry.id;
-    option.textContent = `${entry.title}, ${formatBytes(entry.download_bytes)}`;
-    option.selected = entry.default;
+    const unsupported = missingFeatures(entry).length > 0 ? " (needs shader-f16, not on this GPU)" : "";
+    option.textContent = `${entry.title}, ${formatBytes(entry.download_bytes)}${unsupported}`;
+    option.selected = entry.id === selected;
     ui.model.append(option);
   }
 }
 
 async function start() {
   ui.load.addEventListener("click", loadSelected);
+  ui.model.addEventListener("change", () => (modelPicked = true));
   ui.composer.addEventListener("submit", (event) => {
     event.preventDefault();
     send();
@@ -290,17 +372,55 @@ async function start() {
   }
   if (navigator.gpu) {
     try {
-      const report = await webllm.probeWebGPU();
-      if (!report.available) {
+      ({ engine, report: adapter } = await startEngine());
+      if (!adapter.available) {
         webgpuOk = false;
         ui.noWebGPU.hidden = false;
-        ui.noWebGPUReason.textContent = report.reason || "";
+        ui.noWebGPUReason.textContent = adapter.reason || "";
       }
     } catch (error) {
       showError(error);
     }
   }
+  if (site) fillPicker(); // again, now marking what this adapter cannot run
   setBusy();
+  window.webllmAppReady = true;
 }
+
+// The engine runs in a Web Worker so the page stays responsive while it works. A browser that
+// offers WebGPU to pages but not to workers gets the engine in the page instead.
+async function startEngine() {
+  if (typeof Worker !== "undefined") {
+    const worker = webllm.createWorkerEngine(ENGINE_URL);
+    try {
+      const report = await worker.probe();
+      if (report.available) return { engine: worker, report };
+    } catch (error) {
+      console.warn("The engine's worker could not start; running it in the page.", error);
+    }
+    worker.terminate();
+  }
+  return { engine: await webllm.createEngine(), report: await webllm.probeWebGPU() };
+}
+
+// The page's API for scripts and headless checks (webllm_build check drives it).
+window.webllmApp = {
+  get site() {
+    return site;
+  },
+  get engine() {
+    return engine;
+  },
+  get adapter() {
+    return adapter;
+  },
+  get engineKind() {
+    return engine ? (engine.kind === "worker" ? "worker" : "page") : null;
+  },
+  get lastUsage() {
+    return lastUsage;
+  },
+  loadModel,
+};
 
 start();

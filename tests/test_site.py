@@ -86,6 +86,7 @@ def test_site_json_schema(site):
             {
                 "id": SLUG,
                 "title": "tiny-llama (q4f32_1)",
+                "family": "tiny-llama",
                 "base_url": f"models/{SLUG}/",
                 "quantization": "q4f32_1",
                 "required_features": [],

@@ -59,7 +59,9 @@ PAGE_TEMPLATES = ("index.html", "app.js", "_headers", "README.md")
 @dataclass(frozen=True)
 class SiteOptions:
     models: Sequence[str] = ()  # empty: the default preset; the first one is the page's default
-    quantization: str | None = None  # None: each preset's choice, else q4f32_1
+    # None: each preset's choice, else q4f32_1. A comma list ("q4f16_1,q4f32_1") builds each model
+    # once per scheme; the page then picks one the visitor's GPU can run.
+    quantization: str | None = None
     out: Path = Path("dist")
     base_url: str | None = None  # another origin serving models/ (a CDN); None: beside the page
     title: str | None = None  # None: DEFAULT_TITLE
@@ -85,6 +87,8 @@ class SiteModel:
         return {
             "id": self.id,
             "title": self.title,
+            # Builds of one model share a family: the page offers an f32 one when f16 cannot run.
+            "family": _base_name(self.spec),
             "base_url": self.base_url,
             "quantization": self.quantization,
             "required_features": self.required_features,
@@ -125,11 +129,24 @@ def model_slug(spec: str, quantization: str) -> str:
     return f"{_base_name(spec)}-{quantization}"
 
 
-def _plan(spec: str, options: SiteOptions) -> _Plan:
+def _quantizations(options: SiteOptions) -> list[str | None]:
+    if options.quantization is None:
+        return [None]
+    names = [name.strip() for name in options.quantization.split(",") if name.strip()]
+    for name in names:
+        get_quantization(name)  # fail before resolving (maybe downloading) models
+    if not names or len(set(names)) != len(names):
+        raise WebLLMBuildError(
+            f"--quant {options.quantization!r} must name distinct schemes, e.g. q4f16_1,q4f32_1."
+        )
+    return list(names)
+
+
+def _plan(spec: str, quantization: str | None, options: SiteOptions) -> _Plan:
     source = resolve_model(spec)
     checkpoint = load_checkpoint(source)
     preset = PRESETS.get(source.preset or "")
-    q = get_quantization(options.quantization or (preset.quantization if preset else "q4f32_1"))
+    q = get_quantization(quantization or (preset.quantization if preset else "q4f32_1"))
     compile_options = CompileOptions(
         model=spec,
         quantization=q.name,
@@ -226,9 +243,7 @@ def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: Non
         raise ToolchainError(f"The browser engine bundle {WEB_BUNDLE} is missing. Build it with: make web")
     base_url = _check_base_url(options.base_url)
     specs = list(options.models) or [DEFAULT_PRESET]
-    if options.quantization is not None:
-        get_quantization(options.quantization)  # fail before resolving (maybe downloading) models
-    plans = [_plan(spec, options) for spec in specs]
+    plans = [_plan(spec, q, options) for spec in specs for q in _quantizations(options)]
     slugs = [plan.slug for plan in plans]
     if len(set(slugs)) != len(slugs):
         duplicate = next(slug for slug in slugs if slugs.count(slug) > 1)

@@ -20,9 +20,17 @@ export interface LoadedLibrary {
   dispose(): void;
 }
 
+// What a model needs from the adapter; checked before the library and weights are downloaded.
+export interface AdapterRequirements {
+  features: string[];
+  largestBufferBytes: number; // the biggest single tensor the model binds
+  quantization: string;
+}
+
 export async function loadLibrary(
   wasmUrl: string,
   log: (msg: string) => void = () => {},
+  requirements?: AdapterRequirements,
 ): Promise<LoadedLibrary> {
   // tvmjs returns undefined without navigator.gpu but throws when no adapter is found.
   const gpu = await tvmjs.detectGPUDevice().catch(() => undefined);
@@ -33,6 +41,7 @@ export async function loadLibrary(
         "with --enable-unsafe-webgpu.",
     );
   }
+  if (requirements) checkAdapter(gpu.device, requirements);
   const response = await fetch(wasmUrl);
   if (!response.ok) {
     throw new EngineError(
@@ -60,6 +69,27 @@ export async function loadLibrary(
       tvm.dispose();
     },
   };
+}
+
+function checkAdapter(device: GPUDevice, needs: AdapterRequirements): void {
+  const missing = needs.features.filter((f) => !device.features.has(f));
+  if (missing.length > 0) {
+    throw new EngineError(
+      "missing-feature",
+      `This model (${needs.quantization}) needs the WebGPU feature(s) ${missing.join(", ")}, which this ` +
+        "GPU or browser does not offer. Use an f32 variant of the model (q4f32_1 or q0f32).",
+    );
+  }
+  // tvmjs asks for the adapter's own limits, so the device's are the most this GPU allows.
+  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+  if (needs.largestBufferBytes > limit) {
+    const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+    throw new EngineError(
+      "buffer-limit",
+      `This model binds a ${mib(needs.largestBufferBytes)} tensor, but this GPU allows storage buffers of at ` +
+        `most ${mib(limit)}. Use a smaller or more strongly quantized model (e.g. q4f32_1 instead of q0f32).`,
+    );
+  }
 }
 
 type Floats = number[];

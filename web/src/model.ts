@@ -61,16 +61,12 @@ export class Model {
       fetchJson<ModelConfig>(at("config")),
       fetchJson<TensorManifest>(at("tensor_cache")),
     ]);
-    const lib = await loadLibrary(at("library"), options.log);
-    const missing = index.required_features.filter((f) => !lib.features.has(f));
-    if (missing.length > 0) {
-      lib.dispose();
-      throw new EngineError(
-        "missing-feature",
-        `This model (${index.quantization}) needs the WebGPU feature(s) ${missing.join(", ")}, which this ` +
-          "GPU or browser does not offer. Use an f32 variant of the model (q4f32_1 or q0f32).",
-      );
-    }
+    const tensors = manifest.records.flatMap((shard) => shard.records);
+    const lib = await loadLibrary(at("library"), options.log, {
+      features: index.required_features,
+      largestBufferBytes: Math.max(0, ...tensors.map((t) => t.nbytes)),
+      quantization: index.quantization,
+    });
     const { tvm, device } = lib;
     const loaded = await loadWeights(tvm, device, baseUrl, manifest, options);
     const params = tvm.withNewScope(() =>
