@@ -40,7 +40,7 @@ class CpuModel:
             # The same values the browser generates (random_weights.py).
             random = manifest.random
             tensors = {
-                rec.name: tvm.runtime.tensor(generate(random, rec), device=self.device) for rec in random.records
+                rec.name: tvm.runtime.tensor(generate(random, rec), self.device) for rec in random.records
             }
         else:
             tensors, _ = tvmjs.load_tensor_cache(str(directory), self.device)

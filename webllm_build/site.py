@@ -38,10 +38,10 @@ from webllm_build.compile import (
     CompileOptions,
     compile_model,
     compiled_library,
+    load_model,
     model_config_for,
 )
 from webllm_build.errors import ArtifactError, ToolchainError, WebLLMBuildError
-from webllm_build.loaders import load_checkpoint, resolve_model
 from webllm_build.models import ModelConfig
 from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE
 from webllm_build.presets import DEFAULT_PRESET, PRESETS
@@ -67,6 +67,7 @@ class SiteOptions:
     title: str | None = None  # None: DEFAULT_TITLE
     context_window: int | None = None
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
+    random_weights: bool = False  # every model with seeded random weights (see compile.py)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class SiteModel:
     download_bytes: int
     default: bool
     reused: bool  # carried over from the previous build instead of compiled
+    random_weights: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class SiteModel:
             "required_features": self.required_features,
             "download_bytes": self.download_bytes,
             "default": self.default,
+            "random_weights": self.random_weights,
         }
 
 
@@ -143,9 +146,8 @@ def _quantizations(options: SiteOptions) -> list[str | None]:
 
 
 def _plan(spec: str, quantization: str | None, options: SiteOptions) -> _Plan:
-    source = resolve_model(spec)
-    checkpoint = load_checkpoint(source)
-    preset = PRESETS.get(source.preset or "")
+    checkpoint = load_model(CompileOptions(model=spec, random_weights=options.random_weights))
+    preset = PRESETS.get(checkpoint.source.preset or "")
     q = get_quantization(quantization or (preset.quantization if preset else "q4f32_1"))
     compile_options = CompileOptions(
         model=spec,
@@ -153,13 +155,16 @@ def _plan(spec: str, quantization: str | None, options: SiteOptions) -> _Plan:
         context_window=options.context_window,
         prefill_chunk=options.prefill_chunk,
         target="webgpu",
+        random_weights=options.random_weights,
     )
     # A preset's description starts with the model's proper name ("SmolLM2-135M-Instruct, a ...").
     name = re.split(r",| \(", preset.description)[0] if preset else _base_name(spec)
+    # The picker shows the title: a random-weights build says so, and gets an id of its own.
+    random = "-random" if options.random_weights else ""
     return _Plan(
         spec=spec,
-        slug=model_slug(spec, q.name),
-        title=f"{name} ({q.name})",
+        slug=model_slug(spec, q.name) + random,
+        title=f"{name} ({q.name}{', random weights' if random else ''})",
         compile_options=compile_options,
         quantization=q,
         config=model_config_for(checkpoint, compile_options, q),
@@ -204,6 +209,7 @@ def _reusable(directory: Path, plan: _Plan, log: Callable[[str], None]) -> bool:
         and index.extra.get("quantization") == plan.quantization.name
         and config.get("context_window") == plan.config.context_window
         and config.get("prefill_chunk") == plan.config.prefill_chunk
+        and bool(index.extra.get("random_weights")) == plan.compile_options.random_weights
     )
     if not same_inputs:
         return False
@@ -234,6 +240,7 @@ def _site_model(directory: Path, plan: _Plan, base_url: str | None, default: boo
         download_bytes=manifest.param_bytes + index.files["library"].nbytes + index.files["tokenizer"].nbytes,
         default=default,
         reused=reused,
+        random_weights=bool(index.extra.get("random_weights")),
     )
 
 

@@ -13,6 +13,7 @@ export {
   type StoreKind,
   type TensorManifest,
 } from "./weights";
+export { randomTensorBytes, type RandomRecord, type RandomWeights } from "./random_weights";
 export { StreamingDecoder, Tokenizer, type DecodeOptions } from "./tokenizer";
 export {
   ChatTemplate,

@@ -4,9 +4,13 @@
 // a new build changes the names of exactly the shards whose bytes changed. Each shard flows
 // download -> sha256 check -> store -> GPU upload on its own, so at most `concurrency` shards
 // sit in JS memory at once and an interrupted load keeps every shard it finished.
+//
+// A model built with --random-weights has no shards: its manifest's `random` section says how
+// to generate each tensor (random_weights.ts), and nothing is downloaded or stored.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
 import { EngineError } from "./library";
+import { randomTensorBytes, type RandomWeights } from "./random_weights";
 
 export interface TensorRecord {
   name: string;
@@ -28,6 +32,7 @@ export interface ShardRecord {
 export interface TensorManifest {
   metadata: Record<string, unknown>;
   records: ShardRecord[];
+  random?: RandomWeights;
 }
 
 export type StoreKind = "cache" | "indexeddb" | "none";
@@ -175,25 +180,72 @@ function decodeBf16(bytes: Uint8Array): Float32Array {
   return new Float32Array(words.buffer);
 }
 
+// `data` holds the tensor as stored (bf16 halves for "f32-to-bf16"), starting at offset 0.
+function uploadTensor(
+  tvm: tvmjs.Instance,
+  device: tvmjs.DLDevice,
+  rec: Pick<TensorRecord, "name" | "shape" | "dtype" | "format">,
+  data: Uint8Array,
+) {
+  tvm.withNewScope(() => {
+    const gpu = tvm.detachFromCurrentScope(tvm.empty(rec.shape, rec.dtype, device));
+    if (rec.format === "f32-to-bf16") {
+      gpu.copyFrom(decodeBf16(data));
+    } else if (data.byteLength % 4 === 0) {
+      gpu.copyFromRawBytes(data);
+    } else {
+      // WebGPU writes whole 4-byte words: odd-sized tensors go through a CPU tensor.
+      gpu.copyFrom(tvm.empty(rec.shape, rec.dtype, tvm.cpu()).copyFromRawBytes(data));
+    }
+    tvm.tensorCacheUpdate(rec.name, gpu, true);
+    // The cache holds its own reference; drop ours.
+    gpu.dispose();
+  });
+}
+
 function uploadShard(tvm: tvmjs.Instance, device: tvmjs.DLDevice, shard: ShardRecord, bytes: ArrayBuffer) {
   for (const rec of shard.records) {
     // slice(): a copy at offset 0, so typed views of it are aligned whatever byteOffset was.
-    const data = new Uint8Array(bytes, rec.byteOffset, rec.nbytes).slice();
-    tvm.withNewScope(() => {
-      const gpu = tvm.detachFromCurrentScope(tvm.empty(rec.shape, rec.dtype, device));
-      if (rec.format === "f32-to-bf16") {
-        gpu.copyFrom(decodeBf16(data));
-      } else if (rec.nbytes % 4 === 0) {
-        gpu.copyFromRawBytes(data);
-      } else {
-        // WebGPU writes whole 4-byte words: odd-sized tensors go through a CPU tensor.
-        gpu.copyFrom(tvm.empty(rec.shape, rec.dtype, tvm.cpu()).copyFromRawBytes(data));
-      }
-      tvm.tensorCacheUpdate(rec.name, gpu, true);
-      // The cache holds its own reference; drop ours.
-      gpu.dispose();
-    });
+    uploadTensor(tvm, device, rec, new Uint8Array(bytes, rec.byteOffset, rec.nbytes).slice());
   }
+}
+
+// Generates and uploads every tensor of a random-weights manifest, reporting progress by bytes
+// as a download would (phases "download", then "upload" per tensor, then "done").
+async function generateWeights(
+  tvm: tvmjs.Instance,
+  device: tvmjs.DLDevice,
+  random: RandomWeights,
+  onProgress?: (progress: LoadProgress) => void,
+): Promise<LoadProgress> {
+  const started = performance.now();
+  const progress: LoadProgress = {
+    phase: "download",
+    loadedBytes: 0,
+    totalBytes: random.records.reduce((sum, r) => sum + r.nbytes, 0),
+    percent: 0,
+    fromCache: 0,
+    fromNetwork: 0,
+    timings: { downloadMs: 0, verifyMs: 0, storeMs: 0, uploadMs: 0, wallMs: 0 },
+  };
+  const report = (phase: LoadProgress["phase"]) => {
+    progress.phase = phase;
+    progress.percent = progress.totalBytes ? (100 * progress.loadedBytes) / progress.totalBytes : 100;
+    onProgress?.({ ...progress, timings: { ...progress.timings } });
+  };
+  report("download");
+  for (const rec of random.records) {
+    const t0 = performance.now();
+    // Values are already what a bf16 shard would give; they upload as plain float32.
+    uploadTensor(tvm, device, { ...rec, format: "raw" }, randomTensorBytes(random, rec));
+    await device.sync();
+    progress.timings.uploadMs += performance.now() - t0;
+    progress.loadedBytes += rec.nbytes;
+    report("upload");
+  }
+  progress.timings.wallMs = performance.now() - started;
+  report("done");
+  return progress;
 }
 
 // Loads every tensor of `manifest` into tvm's tensor cache on `device`.
@@ -204,6 +256,7 @@ export async function loadWeights(
   manifest: TensorManifest,
   options: LoadWeightsOptions = {},
 ): Promise<LoadProgress> {
+  if (manifest.random) return generateWeights(tvm, device, manifest.random, options.onProgress);
   const warn = options.onWarning ?? (() => {});
   const store = await openStore(options.store ?? "cache", options.scope ?? defaultScope(), warn);
   const shards = manifest.records;

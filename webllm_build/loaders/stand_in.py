@@ -29,6 +29,7 @@ from webllm_build.loaders.resolve import _REPO_ID, download_snapshot
 from webllm_build.presets import CONFIGS_DIR, PRESETS
 
 BYTE_TOKENS = 256
+BYTE_LEVEL = {"type": "ByteLevel", "trim_offsets": True, "use_regex": True}
 EOS_TOKEN = "<|endoftext|>"
 STAND_IN_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
@@ -82,7 +83,11 @@ def stand_in_checkpoint(source: ModelSource, config: dict) -> Checkpoint:
 
 def _byte_alphabet() -> list[str]:
     """GPT-2's printable stand-in character for each byte value, in byte order."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = {
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    }
     chars, extra = [], 0
     for byte in range(BYTE_TOKENS):
         if byte in printable:
@@ -123,9 +128,9 @@ def stand_in_tokenizer(vocab_size: int) -> str:
             }
         ],
         "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "pre_tokenizer": {**BYTE_LEVEL, "add_prefix_space": False},
         "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "decoder": {**BYTE_LEVEL, "add_prefix_space": True},
         "model": {
             "type": "BPE",
             "dropout": None,

@@ -1,0 +1,120 @@
+"""--random-weights in headless Chromium: the browser generates the same bytes as Python, downloads
+no shard, and the model gives the CPU reference's logits on those values."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from checkpoints import make_qwen2
+from test_weights_browser import RequestLog
+
+from webllm_build.artifacts import BF16_FORMAT, RandomRecord, read_weights_manifest
+from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.random_weights import generate
+from webllm_build.runner import CpuModel
+from webllm_build.serve import serve_in_background
+from webllm_build.site import SiteOptions, build_site
+from webllm_build.testing import PageModel, stage_models
+
+PROMPT = [5, 17, 42, 7, 99, 3, 25, 11, 9]
+
+SHA256_SCRIPT = """async ([random, records]) => {
+    const out = [];
+    for (const rec of records) {
+        const digest = await crypto.subtle.digest('SHA-256', webllm.randomTensorBytes(random, rec));
+        out.push(Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join(''));
+    }
+    return out;
+}"""
+
+
+@pytest.fixture(scope="module")
+def random_models(tmp_path_factory, wasm_runtime):
+    """A tiny Qwen2 with random weights (q4f32_1), built for WebGPU and for the CPU."""
+    root = tmp_path_factory.mktemp("random_browser")
+    checkpoint = make_qwen2(root / "ckpt", seed=2)
+    built = {
+        target: compile_model(
+            CompileOptions(
+                model=str(checkpoint),
+                quantization="q4f32_1",
+                prefill_chunk=4,
+                target=target,
+                random_weights=True,
+            ),
+            root / f"out-{target}",
+        ).directory
+        for target in ("webgpu", "cpu")
+    }
+    return built, stage_models(root / "site", {"qwen2": built["webgpu"]})
+
+
+def test_browser_generates_the_same_bytes_as_python(random_models, browser):
+    directory, site = random_models[0]["webgpu"], random_models[1]
+    random = read_weights_manifest(directory / "tensor-cache.json").random
+    # The model's own tensors (f32, packed uint32) and the dtypes it lacks: f16, bf16-stored f32.
+    extra = [
+        RandomRecord(
+            "extra.f16", (33, 7), "float16", "raw", {"kind": "uniform", "low": 0.002, "high": 0.006}
+        ),
+        RandomRecord(
+            "extra.bf16", (5, 64), "float32", BF16_FORMAT, {"kind": "uniform", "low": 0.9, "high": 1.1}
+        ),
+        RandomRecord("extra.odd", (3,), "float16", "raw", {"kind": "uniform", "low": -1e-5, "high": 1e-5}),
+    ]
+    records = [*random.records, *extra]
+    document = {"generator": random.generator, "seed": random.seed, "records": []}
+    with serve_in_background(site) as url:
+        page = PageModel(browser, url, "qwen2")
+        digests = page._eval(SHA256_SCRIPT, [document, [rec.to_json() for rec in records]])
+    expected = [hashlib.sha256(generate(random, rec).tobytes()).hexdigest() for rec in records]
+    mismatched = [rec.name for rec, a, b in zip(records, digests, expected, strict=True) if a != b]
+    assert not mismatched
+    assert len(records) > 20
+
+
+def test_random_model_loads_without_downloading_weights_and_matches_the_cpu(random_models, browser):
+    built, site = random_models
+    requests = RequestLog()
+    with serve_in_background(site, on_request=requests) as url:
+        model = PageModel.loaded(browser, url, "qwen2")
+        events = model.load_result["events"]
+        assert requests.shards() == []
+        assert not [p for p in requests.paths if p.endswith(".bin")]
+        assert events[-1]["phase"] == "done" and events[-1]["percent"] == 100
+        loaded = [e["loadedBytes"] for e in events]
+        assert loaded == sorted(loaded) and events[-1]["totalBytes"] > 0
+        reference = CpuModel(built["cpu"])
+        ours, expected = model.prefill(PROMPT), reference.prefill(PROMPT)
+        errors = []
+        for step in range(4):
+            ours, expected = np.asarray(ours, dtype=np.float32), np.asarray(expected)
+            assert np.isfinite(ours).all()
+            errors.append(float(np.abs(ours - expected).max()))
+            if step < 3:
+                token = int(np.argmax(expected))
+                ours, expected = model.decode(token), reference.decode(token)
+    print(
+        f"\nrandom qwen2 q4f32_1, browser vs CPU: max |logit error| {max(errors):.2e} "
+        f"(logit std {expected.std():.2f})"
+    )
+    assert max(errors) < 1e-3
+
+
+def test_site_marks_a_random_weights_model(tmp_path, wasm_runtime):
+    checkpoint = make_qwen2(tmp_path / "ckpt", seed=2)
+    options = SiteOptions(
+        models=[str(checkpoint)],
+        quantization="q4f32_1",
+        out=tmp_path / "dist",
+        prefill_chunk=4,
+        random_weights=True,
+    )
+    result = build_site(options)
+    (entry,) = json.loads((result.directory / "site.json").read_text())["models"]
+    assert entry["random_weights"] is True
+    assert entry["id"].endswith("-random") and "random weights" in entry["title"]
+    assert not list((result.directory / "models" / entry["id"]).glob("params-*"))
