@@ -365,6 +365,8 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
             label = f"{model['id']} {key.split('_')[0]}"
             speed.errorbar(lengths, medians, yerr=[low, high], fmt=style, capsize=3, label=label)
     speed.set_xscale("log", base=2)
+    ticks = sorted({t for m in report["models"] for p in m["prompts"] if (t := _median(p["prompt_tokens"]))})
+    speed.set_xticks(ticks, [f"{t:g}" for t in ticks])
     speed.set_xlabel("prompt tokens")
     speed.set_ylabel("tokens/s (median, min-max)")
     speed.legend(fontsize=8)

@@ -163,7 +163,7 @@ def _check_model(
         if page is None:
             return
         log(f"  {model.id} / {case.name}")
-        completion, seconds = _run_case(page, case, defaults, tab.timeout_s)
+        completion, seconds = _run_case(page, case, defaults, case.timeout_s or tab.timeout_s)
         result = CaseResult(case.name, "pass", seconds)
         model.cases.append(result)
         if completion["error"]:

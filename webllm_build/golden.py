@@ -15,6 +15,7 @@ A golden file is JSON (documented in the README, "Golden files"):
             "sampling": {"temperature": 0},        any create() field; greedy when absent
             "max_tokens": 16,                      optional, else defaults
             "logprob_tolerance": 0.05,             optional, else defaults
+            "timeout_s": 600,                      optional, else defaults (or check --timeout)
             "expected": {                          absent: `check --record` fills it in
               "prompt_tokens": 23,
               "token_ids": [...], "text": "...", "finish_reason": "length",
@@ -104,6 +105,7 @@ class Case:
     sampling: dict[str, Any] = field(default_factory=dict)
     max_tokens: int | None = None
     logprob_tolerance: float | None = None
+    timeout_s: float | None = None
     expected: Expected | None = None
 
     @property
@@ -130,6 +132,8 @@ class Case:
             document["max_tokens"] = self.max_tokens
         if self.logprob_tolerance is not None:
             document["logprob_tolerance"] = self.logprob_tolerance
+        if self.timeout_s is not None:
+            document["timeout_s"] = self.timeout_s
         if self.expected is not None:
             document["expected"] = self.expected.to_json()
         return document
@@ -143,6 +147,7 @@ class Case:
             sampling=dict(document.get("sampling") or {}),
             max_tokens=document.get("max_tokens"),
             logprob_tolerance=document.get("logprob_tolerance"),
+            timeout_s=document.get("timeout_s"),
             expected=Expected.from_json(expected) if expected else None,
         )
 

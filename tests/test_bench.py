@@ -1,0 +1,103 @@
+"""`webllm_build bench` on a tiny model: a report with every field (numbers not asserted: they
+depend on the machine), --compare ratios, --plot, prompts of a target length."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from webllm_build.bench import (
+    BenchOptions,
+    PromptBuilder,
+    compare_reports,
+    format_report,
+    plot_report,
+    run_bench,
+    write_report,
+)
+from webllm_build.cli import _int_list
+from webllm_build.sitepage import site_url
+
+MODEL = "tiny-llama-q4f32_1"
+SPREAD = {"min", "median", "max", "values"}
+
+
+@pytest.fixture(scope="module")
+def report(tiny_site):
+    # Small everything: SwiftShader is slow and the numbers are not what is tested.
+    options = BenchOptions(
+        target=str(tiny_site),
+        prompt_tokens=(16, 40),
+        gen_tokens=4,
+        runs=2,
+        bandwidth_bytes=4 << 20,
+        microbench_min_ms=20,
+    )
+    return run_bench(options)
+
+
+def _positive(spread: dict, runs: int = 2) -> None:
+    assert set(spread) == SPREAD and len(spread["values"]) == runs
+    assert all(isinstance(v, int | float) and v > 0 and math.isfinite(v) for v in spread["values"])
+    assert spread["min"] <= spread["median"] <= spread["max"]
+
+
+def test_report_has_every_field(report, tmp_path):
+    assert report["format"] == "webllm_build-bench-report" and report["version"] == 1
+    assert report["adapter"]["available"] and report["adapter"]["limits"]["maxBufferSize"] > 0
+    assert "Chrome" in report["browser"]
+    assert report["settings"] == {"prompt_tokens": [16, 40], "gen_tokens": 4, "runs": 2}
+    micro = report["microbenchmark"]
+    assert micro["bandwidth"]["gb_per_s"] > 0 and micro["bandwidth"]["bytes"] == 4 << 20
+    assert micro["matmul"]["gflop_per_s"] > 0 and micro["matmul"]["n"] >= 256
+    (model,) = report["models"]
+    assert model["id"] == MODEL and model["quantization"] == "q4f32_1" and model["errors"] == []
+    assert model["weight_bytes"] > 0 and model["download_bytes"] > model["weight_bytes"]
+    for key in ("cold_load_s", "warm_load_s", "gpu_memory_bytes", "gpu_peak_bytes", "decode_tokens_per_s"):
+        _positive(model[key], runs=4 if key == "decode_tokens_per_s" else 2)
+    assert model["gpu_memory_bytes"]["min"] >= model["weight_bytes"]
+    _positive(model["decode_bandwidth_fraction"], runs=4)
+    assert [p["target_tokens"] for p in model["prompts"]] == [16, 40]
+    for prompt in model["prompts"]:
+        for key in ("prompt_tokens", "ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s"):
+            _positive(prompt[key])
+        assert prompt["completion_tokens"]["values"] == [4, 4]  # ignore_eos: always the full length
+        assert prompt["prompt_tokens"]["max"] <= prompt["target_tokens"]
+    # The longer prompt is built up to its target (the short one is the template's minimum).
+    assert model["prompts"][1]["prompt_tokens"]["median"] >= 36
+    write_report(report, tmp_path / "bench.json")
+    assert json.loads((tmp_path / "bench.json").read_text()) == report
+    text = format_report(report)
+    assert "GB/s" in text and MODEL in text and "% of the bandwidth roofline" in text
+
+
+def test_compare_prints_ratios(report):
+    slower = json.loads(json.dumps(report))
+    slower["models"][0]["decode_tokens_per_s"]["median"] *= 2  # the earlier run was twice as fast
+    lines = compare_reports(report, slower).splitlines()
+    decode = next(line for line in lines if "decode tok/s" in line)
+    assert decode.split()[-2:] == ["0.500", "-"]
+    assert all(line.split()[-1] == "1.000" for line in lines[1:] if "decode tok/s" not in line)
+
+
+def test_plot(report, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot_report(report, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prompt_builder_hits_the_target_length(tiny_site):
+    with site_url(tiny_site) as url:
+        builder = PromptBuilder(f"{url}models/{MODEL}/")
+        for target in (30, 64, 100):
+            assert target - 3 <= builder.count(builder.build(target)) <= target
+
+
+def test_prompt_tokens_argument():
+    assert _int_list("16,128,512") == (16, 128, 512)
+    for bad in ("16,x", "0", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _int_list(bad)
