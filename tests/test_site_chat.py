@@ -18,7 +18,8 @@ import pytest
 import torch
 from checkpoints import IM_END_ID, make_llama, write_tokenizer
 
-from webllm_build.reference import load_reference
+from webllm_build.artifacts import read_model_index
+from webllm_build.reference import hf_greedy, load_reference
 from webllm_build.serve import serve_in_background
 from webllm_build.site import SiteOptions, build_site
 
@@ -225,8 +226,6 @@ def test_model_output_cannot_inject_html(served_site, checkpoints, browser):
 
 
 def _greedy(reference, ids: list[int], steps: int) -> list[int]:
-    from webllm_build.reference import hf_greedy
-
     eos = reference.model.generation_config.eos_token_id
     return hf_greedy(reference.model, ids, steps, eos if isinstance(eos, list) else [eos])
 
@@ -282,3 +281,23 @@ def test_a_tensor_larger_than_the_gpu_allows_is_refused_before_download(variants
     text = error.inner_text()
     assert "2048 MiB" in text and "1024 MiB" in text and "cannot hold" in text
     assert not [url for url in requests if "/params-" in url]
+
+
+def test_smollm2_site_reply_matches_transformers(tmp_path_factory, browser, wasm_runtime):
+    """The real model through the real page: SmolLM2-135M-Instruct q4f32_1, greedy to its own eos."""
+    out = tmp_path_factory.mktemp("smollm2_site") / "dist"
+    site = build_site(SiteOptions(models=["smollm2-135m"], quantization="q4f32_1", out=out))
+    model_dir = site.directory / "models" / site.models[0].id
+    config = json.loads((model_dir / read_model_index(model_dir).files["config"].path).read_text())
+    reference = load_reference("smollm2-135m", "q4f32_1")
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    expected = hf_greedy(reference.model, reference.prompt_ids(messages), 24, config["eos_token_ids"])
+    assert expected[-1] in config["eos_token_ids"]  # the reply ended on its own
+
+    with serve_in_background(site.directory) as url:
+        chat = ChatPage(browser, url)
+        chat.settings(temperature=0, max_tokens=24)
+        chat.load(site.models[0].id)
+        chat.send(messages[0]["content"])
+        assert chat.wait_for_reply() == reference.decode(expected)
+        assert chat.usage()["completion_tokens"] == len(expected)
