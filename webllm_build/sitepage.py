@@ -27,6 +27,8 @@ from webllm_build.errors import BrowserError, WebLLMBuildError
 from webllm_build.serve import serve_in_background
 
 APP_READY = "window.webllmAppReady === true"
+# The page script only reads site.json and imports the engine before it is ready.
+READY_TIMEOUT_S = 60
 
 # Rejects after `ms` and runs `onTimeout`; shared by the scripts below.
 _WITH_TIMEOUT = """
@@ -138,7 +140,15 @@ class SitePage:
     def __init__(self, browser: BrowserSession, url: str, *, timeout_s: float = 120) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self.page, self.log = browser.open(url, ready=APP_READY, timeout_ms=int(timeout_s * 1000))
+        try:
+            self.page, self.log = browser.open(url, ready=APP_READY, timeout_ms=READY_TIMEOUT_S * 1000)
+        except BrowserError as exc:
+            raise BrowserError(
+                f"{exc}\nThe page never set window.webllmAppReady: is {url} a chat site built by "
+                f"webllm_build site (a recent one: rebuild older sites)?"
+            ) from None
+        except Exception as exc:  # Playwright's Error from goto (unreachable host, bad URL)
+            raise BrowserError(f"Could not open {url}: {str(exc).splitlines()[0]}") from None
         self.site: dict[str, Any] = self._eval("() => webllmApp.site")
         self.model_id: str | None = None
 
@@ -213,7 +223,7 @@ class SitePage:
         """Reload the tab: a second visit with the context's caches kept; no model is loaded after."""
         self.page.reload()
         try:
-            self.page.wait_for_function(APP_READY, timeout=int(self.timeout_s * 1000))
+            self.page.wait_for_function(APP_READY, timeout=READY_TIMEOUT_S * 1000)
         except Exception as exc:  # Playwright's TimeoutError; its module is imported lazily
             raise BrowserError(
                 f"The page {self.url} did not become ready again: {exc}\n{self.log.tail()}"
