@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import jinja2
 import numpy as np
 import pytest
-from checkpoints import make_llama, make_phi
+from checkpoints import make_llama, make_phi, make_qwen2
 from reference import hf_greedy, hf_last_logits, requantize_
-from tokenizers import Tokenizer
 
 from webllm_build.compile import CompileOptions, compile_model
-from webllm_build.loaders import resolve_model
 from webllm_build.serve import serve_in_background
 from webllm_build.testing import PageModel, stage_models
 
@@ -19,15 +16,16 @@ PROMPT = [5, 17, 42, 7, 99, 3, 25, 11, 9, 301, 44]
 
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory, wasm_runtime):
-    """A tiny Llama (q4f32_1) and a tiny Phi (q0f32) compiled for WebGPU, served with the harness."""
+    """A tiny Llama and Qwen2 (q4f32_1) and a tiny Phi (q0f32) compiled for WebGPU, with the harness."""
     root = tmp_path_factory.mktemp("tiny_browser")
     # A wide init (0.2, not transformers' 0.02): with near-uniform attention and tiny logits a
     # 1e-3 bound could not tell a rotary bug from noise.
     checkpoints = {
         "llama": make_llama(root / "ckpt-llama", seed=3, initializer_range=0.2),
         "phi": make_phi(root / "ckpt-phi", seed=4, initializer_range=0.2),
+        "qwen2": make_qwen2(root / "ckpt-qwen2", seed=2, initializer_range=0.2),
     }
-    quants = {"llama": "q4f32_1", "phi": "q0f32"}
+    quants = {"llama": "q4f32_1", "phi": "q0f32", "qwen2": "q4f32_1"}
     models = {
         name: compile_model(
             # A chunk smaller than the prompt: the browser's chunked prefill is exercised too.
@@ -58,6 +56,25 @@ def test_quantized_llama_matches_transformers_on_dequantized_weights(tiny_site, 
     assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
 
 
+def test_quantized_qwen2_matches_transformers_on_dequantized_weights(tiny_site, browser):
+    """Qwen2's q/k/v biases, tied embeddings and theta 1e6 on WebGPU.
+
+    The logit bound is 2e-3, not 1e-3: on SwiftShader this model's prefill logits differ from
+    transformers' by 1.2e-3 to 1.5e-3 (seeds 2 and 7, theta 1e6 or 1e4) while our CPU build of
+    the same model is within 1e-5; SwiftShader's sin/cos (error ~2e-4, TOOLCHAIN.md) feed the
+    rotary embedding, and the q/k biases make q and k larger. The greedy tokens must match exactly.
+    """
+    url, checkpoints = tiny_site
+    reference = requantize_(_hf(checkpoints["qwen2"]))
+    model = PageModel.loaded(browser, url, "qwen2")
+    logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
+    error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
+    print(f"\nqwen2 q4f32_1 on WebGPU: prefill max |logit error| {error:.2e}")
+    assert error < 2e-3
+    model.reset()
+    assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
+
+
 def test_phi_matches_transformers(tiny_site, browser):
     url, checkpoints = tiny_site
     reference = _hf(checkpoints["phi"])
@@ -77,31 +94,3 @@ def test_reset_starts_a_fresh_sequence(tiny_site, browser):
     first = model.greedy(PROMPT, 4)
     model.reset()
     assert model.greedy(PROMPT, 4) == first
-
-
-def test_smollm2_q4f32_chat_reply_matches_transformers(tmp_path_factory, browser, wasm_runtime):
-    """The real model: SmolLM2-135M-Instruct, 4-bit, one chat turn, greedy to eos."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    root = tmp_path_factory.mktemp("smollm2_browser")
-    compiled = compile_model(CompileOptions(model="smollm2-135m", quantization="q4f32_1"), root / "out")
-    template = jinja2.Environment().from_string(compiled.config["chat_template"])
-    prompt = template.render(
-        messages=[{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True
-    )
-    ids = Tokenizer.from_file(str(compiled.tokenizer)).encode(prompt, add_special_tokens=False).ids
-
-    gguf = resolve_model("smollm2-135m").path
-    reference = requantize_(
-        AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        ).eval()
-    )
-    expected = hf_greedy(reference, ids, 24, compiled.config["eos_token_ids"])
-
-    site = stage_models(root / "site", {"smollm2": compiled.directory})
-    with serve_in_background(site) as url:
-        model = PageModel.loaded(browser, url, "smollm2")
-        assert model.greedy(ids, 24) == expected
-    assert expected[-1] in compiled.config["eos_token_ids"]  # the reply ended on its own
