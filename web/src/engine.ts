@@ -189,13 +189,24 @@ export class Engine {
   // Loads the compiled model directory at `baseUrl` (ending in "/"), replacing any loaded one.
   async reload(baseUrl: string, options: LoadWeightsOptions = {}): Promise<void> {
     await this.unload();
-    const model = await Model.load(baseUrl, options);
-    const tokenizer = await Tokenizer.fromModelDirectory(baseUrl);
-    if (!model.config.chat_template) {
-      throw new EngineError("no-chat-template", `The model at ${baseUrl} has no chat template to format messages.`);
+    // The tokenizer (a few MB of JSON, parsed in wasm) loads while the weights download.
+    const tokenizerLoad = Tokenizer.fromModelDirectory(baseUrl);
+    tokenizerLoad.catch(() => {}); // its error is thrown below, once the model's is known
+    let model: Model | undefined;
+    try {
+      model = await Model.load(baseUrl, options);
+      const tokenizer = await tokenizerLoad;
+      if (!model.config.chat_template) {
+        tokenizer.dispose();
+        throw new EngineError("no-chat-template", `The model at ${baseUrl} has no chat template to format messages.`);
+      }
+      this.model = model;
+      this.tokenizer = tokenizer;
+    } catch (error) {
+      model?.dispose();
+      tokenizerLoad.then((t) => t !== this.tokenizer && t.dispose(), () => {});
+      throw error;
     }
-    this.model = model;
-    this.tokenizer = tokenizer;
     this.template = new ChatTemplate(model.config.chat_template);
     this.modelId = model.config.model;
     this.cached = [];
