@@ -415,11 +415,17 @@ def test_presets_registry():
         "phi-3.5-mini",
         "phi-4-mini",
         "smollm2-135m",
+        "qwen2.5-0.5b",
+        "qwen2.5-1.5b",
     }
+    assert presets["qwen2.5-0.5b"].source == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert presets["qwen2.5-1.5b"].source == "Qwen/Qwen2.5-1.5B-Instruct"
     assert presets["phi"].source == presets["phi-3.5-mini"].source == "microsoft/Phi-3.5-mini-instruct"
     assert presets["phi-4-mini"].source == "microsoft/Phi-4-mini-instruct"
     assert presets["smollm2-135m"].quantization == "q4f32_1"
-    assert all(p.quantization == "q4f16_1" for name, p in presets.items() if name != "smollm2-135m")
+    # The small ones run everywhere in f32, SwiftShader (no shader-f16) included.
+    f32 = {"smollm2-135m", "qwen2.5-0.5b"}
+    assert all(p.quantization == ("q4f32_1" if name in f32 else "q4f16_1") for name, p in presets.items())
 
 
 _RESOLVE_SCRIPT = """
