@@ -166,6 +166,13 @@ function tokenLogprobs(
   return { ...entry(token), top_logprobs: top.map(entry) };
 }
 
+// chat.completions.create: a stream of chunks when `stream` is true, else one completion.
+export interface CreateCompletion {
+  (request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+  (request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+  (request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+}
+
 export class Engine {
   private model?: Model;
   private tokenizer?: Tokenizer;
@@ -178,11 +185,7 @@ export class Engine {
 
   readonly chat = {
     completions: {
-      create: ((request: ChatCompletionRequest) => this.create(request)) as {
-        (request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
-        (request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
-        (request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
-      },
+      create: ((request: ChatCompletionRequest) => this.create(request)) as CreateCompletion,
     },
   };
 

@@ -2,7 +2,7 @@
 // with every call sent as a message. Streams arrive as chunk messages and are handed out through
 // an async iterator; breaking out of the loop interrupts the generation.
 
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest } from "./engine";
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CreateCompletion } from "./engine";
 import { EngineError } from "./library";
 import type { AdapterReport } from "./webgpu";
 import type { LoadWeightsOptions } from "./weights";
@@ -23,11 +23,7 @@ export class WorkerEngine {
 
   readonly chat = {
     completions: {
-      create: ((request: ChatCompletionRequest) => this.create(request)) as {
-        (request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
-        (request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
-        (request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
-      },
+      create: ((request: ChatCompletionRequest) => this.create(request)) as CreateCompletion,
     },
   };
 
