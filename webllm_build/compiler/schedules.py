@@ -1,0 +1,169 @@
+"""Kernel schedule classes: which TIR schedules a WebGPU library gets, per kind of adapter.
+
+- `gpu`: TVM's dlight defaults (shared-memory tiles, cross-thread reductions), made for GPUs.
+- `cpu-emulated`: for fallback adapters such as SwiftShader, which run a shader on the CPU: a
+  workgroup's invocations are executed 4 at a time (SIMD lanes) on one CPU thread and workgroups
+  are spread over the CPU threads. There, workgroup memory and barriers are expensive (each
+  barrier splits the shader into coroutines) and cross-thread reductions buy nothing, so every
+  invocation owns whole outputs: a matmul thread keeps a register tile of rows x tokens and
+  walks the reduction axis alone, dequantizing 4-bit weights on the fly; a row-wise reduction
+  (RMSNorm, softmax) is one thread per row. Workgroups stay small so that even a 576-row GEMV
+  gives several of them to every CPU thread.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import try_inline
+from tvm.target import Target
+
+SCHEDULE_CLASSES = ("gpu", "cpu-emulated")
+DEFAULT_SCHEDULES = ("gpu",)
+
+# Threads per workgroup for the cpu-emulated class: a multiple of SwiftShader's 4 SIMD lanes, small
+# enough that the 576-wide GEMVs of small models still make 9+ workgroups.
+CPU_THREADS = 64
+# Threads per workgroup of a row-wise reduction: one SIMD group, so that a 39-token prompt's rows
+# still spread over 10 workgroups (and a single decoded row wastes no lanes beyond those 4).
+ROW_THREADS = 4
+# Register tile of a matmul thread when many tokens come at once (prefill): rows of one token,
+# each activation reused for TILE_ROWS rows. (Tiling tokens too, over the dynamic sequence
+# length, leaves a predicated local accumulator whose size TVM cannot bound for WebGPU.)
+TILE_ROWS = 4
+# 4-bit values per uint32 word: the unrolled inner reduction step, so a word is loaded once.
+WORD_VALUES = 8
+
+
+def check_schedules(names: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [n for n in names if n not in SCHEDULE_CLASSES]
+    if unknown or not names:
+        from webllm_build.errors import CompileError
+
+        raise CompileError(
+            f"Unknown schedule class(es) {', '.join(unknown) or '(none given)'}; "
+            f"choose from: {', '.join(SCHEDULE_CLASSES)}."
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def schedule_pass(schedule_class: str):
+    """The pass that schedules every TIR function of a fused module for `schedule_class`."""
+    if schedule_class == "gpu":
+        return dl.ApplyDefaultSchedule(
+            dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+        )
+    return dl.ApplyDefaultSchedule(RegisterMatmul(), RowReduction(), dl.gpu.Fallback())
+
+
+class _Rule(dl.ScheduleRule):
+    """A rule that declines (None) where its pattern does not fit, instead of failing the build."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or "tirx.is_scheduled" in func.attrs:
+            return None
+        try:
+            return self.schedule(s_tir.Schedule(func), target)
+        except (s_tir.ScheduleError, ValueError):
+            return None
+
+    def schedule(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
+        raise NotImplementedError
+
+
+def _static(extent) -> int | None:
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+class RegisterMatmul(_Rule):
+    """y[m, n] = sum_k x[m, k] * w[n, k] (w possibly dequantized inline) + elementwise epilogues.
+
+    One thread computes TILE_ROWS outputs of one token (one output when decoding a single token,
+    where parallelism matters more than reuse), accumulating in registers and walking k in
+    steps of one packed word.
+    """
+
+    def schedule(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        reductions = [b for b in infos if b.is_reduction()]
+        if len(reductions) != 1 or "".join(reductions[0].dom_kind()).rstrip("R") != "S" * (
+            len(reductions[0].dom_kind()) - 1
+        ):
+            return None
+        block = reductions[0].block_rv
+        if not _is_multiply_accumulate(sch.get(block)):
+            return None
+        infos = try_inline(sch, infos)
+        if sum(1 for b in infos if b.is_reduction()) != 1 or not infos[0].is_reduction():
+            return None
+        epilogues = [b.block_rv for b in infos[1:]]
+        loops = sch.get_loops(block)
+        kinds = reductions[0].dom_kind()
+        s_loops = [lp for lp, kind in zip(loops, kinds, strict=True) if kind == "S"]
+        r_loops = [lp for lp, kind in zip(loops, kinds, strict=True) if kind == "R"]
+        if not s_loops or len(r_loops) != 1:
+            return None
+        # normalize_prim_func drops unit loops: a GEMV (one token) has no token loop left.
+        m = sch.fuse(*s_loops[:-1]) if len(s_loops) > 1 else sch.add_unit_loop(s_loops[0])
+        n = s_loops[-1]
+        (k,) = r_loops
+        m_extent = _static(sch.get(m).extent)
+        n_extent = _static(sch.get(n).extent)
+        k_extent = _static(sch.get(k).extent)
+        if n_extent is None or k_extent is None:
+            return None
+        tile_n = 1 if m_extent == 1 or n_extent % TILE_ROWS else TILE_ROWS
+        no, nt, ni = sch.split(n, [None, CPU_THREADS, tile_n])
+        step = WORD_VALUES if k_extent % WORD_VALUES == 0 else 1
+        ko, ki = sch.split(k, [None, step])
+        sch.reorder(no, m, nt, ko, ki, ni)
+        sch.bind(no, "blockIdx.x")
+        sch.bind(m, "blockIdx.y")
+        sch.bind(nt, "threadIdx.x")
+        local = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(local, nt, preserve_unit_loops=True)
+        for epilogue in epilogues:
+            sch.reverse_compute_inline(epilogue)
+        sch.decompose_reduction(block, ko)
+        for loop in (ki, ni):
+            sch.unroll(loop)
+        return sch
+
+
+def _is_multiply_accumulate(block: s_tir.SBlock) -> bool:
+    body = block.body
+    if not isinstance(body, tirx.BufferStore) or not isinstance(body.value, tirx.Add):
+        return False
+    return isinstance(body.value.b, tirx.Mul)
+
+
+class RowReduction(_Rule):
+    """Row-wise reductions with row-wise consumers (RMSNorm, softmax): one thread per row.
+
+    The reductions are computed under the consumer's row loop, so the whole function is one
+    dispatch and nothing crosses threads.
+    """
+
+    def schedule(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
+        infos = normalize_prim_func(sch)
+        if infos is None or not any(b.is_reduction() for b in infos):
+            return None
+        infos = try_inline(sch, infos)
+        last = infos[-1]
+        if last.is_reduction() or any(k != "S" for k in last.dom_kind()):
+            return None
+        loops = sch.get_loops(last.block_rv)
+        # One row (a decoded token) has lost its unit row loop to normalize_prim_func.
+        row = sch.fuse(*loops[:-1]) if len(loops) > 1 else sch.add_unit_loop(loops[0])
+        rows = _static(sch.get(row).extent)
+        bx, tx = sch.split(row, [None, ROW_THREADS if rows is None else min(rows, ROW_THREADS)])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        for info in reversed(infos[:-1]):
+            sch.compute_at(info.block_rv, tx, preserve_unit_loops=True)
+            # A row's partial results stay in its thread's registers.
+            sch.set_scope(info.block_rv, 0, "local")
+        return sch
