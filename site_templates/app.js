@@ -2,7 +2,9 @@
 // It reads site.json, fills the model picker, and drives the engine bundle through its
 // OpenAI-style API. Every URL is relative to this file, so the site works from any sub-path.
 
+// The engine runs in a worker started from ENGINE_URL; the page itself loads only PAGE_URL.
 const ENGINE_URL = new URL({{ engine|tojson }}, import.meta.url).href;
+const PAGE_URL = new URL({{ page_engine|tojson }}, import.meta.url).href;
 const SITE_URL = new URL("site.json", import.meta.url).href;
 
 const $ = (id) => document.getElementById(id);
@@ -306,15 +308,16 @@ function showStats(usage, tokens, first) {
 }
 
 async function newChat() {
+  // The page clears at once; the engine forgets the old turns in its worker meanwhile.
   clearError();
+  messages = [];
+  ui.conversation.replaceChildren();
+  ui.stats.textContent = "";
   try {
     await engine.resetChat();
   } catch (error) {
     showError(error);
   }
-  messages = [];
-  ui.conversation.replaceChildren();
-  ui.stats.textContent = "";
   setBusy();
 }
 
@@ -365,7 +368,7 @@ async function start() {
   window.webllmSiteReady = true;
 
   try {
-    webllm = await import(ENGINE_URL);
+    webllm = await import(PAGE_URL);
   } catch (error) {
     showError(new Error(`The engine failed to load: ${error.message}. Reload the page.`));
     return;
@@ -400,7 +403,7 @@ async function startEngine() {
     }
     worker.terminate();
   }
-  return { engine: await webllm.createEngine(), report: await webllm.probeWebGPU() };
+  return { engine: await webllm.createPageEngine(ENGINE_URL), report: await webllm.probeWebGPU() };
 }
 
 // The page's API for scripts and headless checks (webllm_build check drives it).

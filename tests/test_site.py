@@ -14,7 +14,7 @@ from conftest import run_cli
 
 from webllm_build.artifacts import read_model_index, verify_directory
 from webllm_build.errors import WebLLMBuildError
-from webllm_build.paths import WEB_BUNDLE
+from webllm_build.paths import WEB_BUNDLE, WEB_PAGE_BUNDLE
 from webllm_build.serve import HASHED_NAME, serve_in_background
 from webllm_build.site import SiteOptions, build_site
 
@@ -69,6 +69,11 @@ def test_site_files_and_hashed_names(site):
         assert (out / name).is_file(), name
     assert re.fullmatch(r"webllm_build-[0-9a-f]{16}\.js", result.engine)
     assert (out / result.engine).read_bytes() == WEB_BUNDLE.read_bytes()
+    # The page's own script is the small one; the engine bundle is the worker's.
+    (page_script,) = [p for p in out.glob("webllm_build-page-*.js")]
+    assert page_script.read_bytes() == WEB_PAGE_BUNDLE.read_bytes()
+    assert page_script.name in (out / "app.js").read_text() and result.engine in (out / "app.js").read_text()
+    assert page_script.stat().st_size < 64 * 1024
     assert HASHED_NAME.search(result.engine)
     assert [p.name for p in (out / "models").iterdir()] == [SLUG]
     assert verify_directory(out / "models" / SLUG) == []
@@ -92,6 +97,7 @@ def test_site_json_schema(site):
                 "required_features": [],
                 "download_bytes": document["models"][0]["download_bytes"],
                 "default": True,
+                "random_weights": False,
             }
         ],
     }

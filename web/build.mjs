@@ -24,18 +24,26 @@ const webTokenizersAsCommonJS = {
   },
 };
 
-await esbuild.build({
-  entryPoints: ["src/index.ts"],
+const common = {
   bundle: true,
   format: "esm",
   platform: "browser",
   target: "es2022",
-  outfile: "dist/webllm_build.js",
   sourcemap: true,
+  legalComments: "none",
+  logLevel: "warning",
+};
+
+// The engine: the page imports it where workers lack WebGPU; otherwise it is the worker script.
+await esbuild.build({
+  ...common,
+  entryPoints: ["src/index.ts"],
+  outfile: "dist/webllm_build.js",
   plugins: [webTokenizersAsCommonJS],
   // tvmjs and web-tokenizers require these only when they run under Node; a browser never
   // reaches those calls.
   external: ["fs", "path", "perf_hooks", "ws", "crypto", "url", "module"],
-  legalComments: "none",
-  logLevel: "warning",
 });
+
+// The page's part: starts the engine's worker and talks to it (a few KB, no tvmjs).
+await esbuild.build({ ...common, entryPoints: ["src/page.ts"], outfile: "dist/webllm_build-page.js" });

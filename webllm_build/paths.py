@@ -9,6 +9,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 WEB_DIR = REPO_DIR / "web"
 WEB_BUNDLE = WEB_DIR / "dist" / "webllm_build.js"
+# The chat page's own small script: starts the engine (WEB_BUNDLE) in a Web Worker.
+WEB_PAGE_BUNDLE = WEB_DIR / "dist" / "webllm_build-page.js"
 TEMPLATES_DIR = REPO_DIR / "site_templates"
 
 CACHE_ENV = "WEBLLM_BUILD_CACHE"

@@ -43,7 +43,7 @@ from webllm_build.compile import (
 )
 from webllm_build.errors import ArtifactError, ToolchainError, WebLLMBuildError
 from webllm_build.models import ModelConfig
-from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE
+from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, WEB_PAGE_BUNDLE
 from webllm_build.presets import DEFAULT_PRESET, PRESETS
 from webllm_build.quantize import Quantization, get_quantization
 
@@ -210,12 +210,17 @@ def _reusable(directory: Path, plan: _Plan, log: Callable[[str], None]) -> bool:
         and config.get("context_window") == plan.config.context_window
         and config.get("prefill_chunk") == plan.config.prefill_chunk
         and bool(index.extra.get("random_weights")) == plan.compile_options.random_weights
+        and index.extra.get("schedules") == list(plan.compile_options.schedules)
     )
     if not same_inputs:
         return False
-    # A newer compiler gives another library; the cached one for today's sources decides.
-    library, _ = compiled_library(plan.config, plan.quantization, "webgpu", log)
-    return sha256_file(library) == index.files["library"].sha256
+    # A newer compiler gives other libraries; the cached ones for today's sources decide.
+    for schedule in plan.compile_options.schedules:
+        library, _ = compiled_library(plan.config, plan.quantization, "webgpu", log, schedule)
+        entry = index.files.get(f"library:{schedule}")
+        if entry is None or sha256_file(library) != entry.sha256:
+            return False
+    return True
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -246,8 +251,9 @@ def _site_model(directory: Path, plan: _Plan, base_url: str | None, default: boo
 
 def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: None) -> SiteResult:
     """Compile (or carry over) every model and write the site into `options.out` atomically."""
-    if not WEB_BUNDLE.is_file():
-        raise ToolchainError(f"The browser engine bundle {WEB_BUNDLE} is missing. Build it with: make web")
+    for bundle in (WEB_BUNDLE, WEB_PAGE_BUNDLE):
+        if not bundle.is_file():
+            raise ToolchainError(f"The browser engine bundle {bundle} is missing. Build it with: make web")
     base_url = _check_base_url(options.base_url)
     specs = list(options.models) or [DEFAULT_PRESET]
     plans = [_plan(spec, q, options) for spec in specs for q in _quantizations(options)]
@@ -279,6 +285,7 @@ def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: Non
             models.append(_site_model(target, plan, base_url, default=i == 0, reused=reused))
 
         engine = content_hashed_copy(WEB_BUNDLE, tmp, ENGINE_STEM)
+        page_engine = content_hashed_copy(WEB_PAGE_BUNDLE, tmp, f"{ENGINE_STEM}-page")
         site = {
             "format": SITE_FORMAT,
             "title": title,
@@ -293,7 +300,13 @@ def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: Non
             keep_trailing_newline=True,
             undefined=jinja2.StrictUndefined,
         )
-        context = {"title": title, "engine": engine, "models": models, "base_url": base_url}
+        context = {
+            "title": title,
+            "engine": engine,
+            "page_engine": page_engine,
+            "models": models,
+            "base_url": base_url,
+        }
         for name in PAGE_TEMPLATES:
             (tmp / name).write_text(env.get_template(name).render(context), encoding="utf-8")
     log(f"Wrote the site for {len(models)} model(s) into {out}.")

@@ -2,15 +2,9 @@
 
 import * as tvmjs from "@mlc-ai/web-runtime";
 
-export class EngineError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = "EngineError";
-  }
-}
+import { EngineError } from "./errors";
+
+export { EngineError };
 
 export interface LoadedLibrary {
   tvm: tvmjs.Instance;

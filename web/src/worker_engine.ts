@@ -3,7 +3,7 @@
 // an async iterator; breaking out of the loop interrupts the generation.
 
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CreateCompletion } from "./engine";
-import { EngineError } from "./library";
+import { EngineError } from "./errors";
 import type { AdapterReport } from "./webgpu";
 import type { LoadWeightsOptions } from "./weights";
 import type { ForwardedMethod, Reply, Request } from "./worker";
