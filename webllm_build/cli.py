@@ -41,6 +41,12 @@ def _runtime(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _schedules(value: str | None) -> tuple[str, ...]:
+    from webllm_build.compiler.schedules import DEFAULT_SCHEDULES, check_schedules
+
+    return DEFAULT_SCHEDULES if value is None else check_schedules(tuple(value.split(",")))
+
+
 def _compile(args: argparse.Namespace) -> int:
     from webllm_build.compile import CompileOptions, compile_model
     from webllm_build.presets import DEFAULT_PRESET
@@ -54,6 +60,7 @@ def _compile(args: argparse.Namespace) -> int:
         shard_mb=args.shard_mb,
         bf16=args.bf16,
         random_weights=args.random_weights,
+        schedules=_schedules(args.schedules),
     )
     result = compile_model(options, args.out, _log)
     c = result.config
@@ -131,6 +138,11 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+SCHEDULES_HELP = (
+    "WebGPU kernel schedule classes, one library each, comma-separated: gpu (real GPUs), "
+    "cpu-emulated (SwiftShader-like fallback adapters); the page picks by its adapter "
+    "(default: gpu,cpu-emulated)"
+)
 RANDOM_WEIGHTS_HELP = (
     "seeded random weights, generated in the browser (nothing to download): benchmark a model's "
     "shapes without its checkpoint; presets need no download at all (a stand-in tokenizer is made)"
@@ -228,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="store f32 tensors as bf16 (half the download; ~2e-3 logit change)",
     )
     compile_.add_argument("--random-weights", action="store_true", help=RANDOM_WEIGHTS_HELP)
+    compile_.add_argument("--schedules", default=None, help=SCHEDULES_HELP)
     compile_.add_argument("--out", type=Path, required=True)
     compile_.set_defaults(run=_compile)
 

@@ -37,6 +37,7 @@ from webllm_build.artifacts import (
     write_weights,
 )
 from webllm_build.atomic import atomic_directory, sweep_stale_temps
+from webllm_build.compiler.attention import AttentionShape
 from webllm_build.compiler.link import link_wasm
 from webllm_build.compiler.pipeline import compile_module
 from webllm_build.compiler.runtime import build_runtime
@@ -61,6 +62,7 @@ LIBRARY_SOURCES = (
     "quantize.py",
     "compiler/pipeline.py",
     "compiler/schedules.py",
+    "compiler/attention.py",
     "compiler/link.py",
 )
 
@@ -179,7 +181,8 @@ def compiled_library(
     runtime = build_runtime(log) if target_name == "webgpu" else None
     log(f"Compiling {config.architecture} ({q.name}) for {target_name} ({schedule_class} schedules)...")
     try:
-        executable = compile_module(mod, target, schedule_class)
+        attention = AttentionShape(config.num_kv_heads, config.num_heads, config.head_dim, q.model_dtype)
+        executable = compile_module(mod, target, schedule_class, attention)
     except Exception as exc:  # TVM raises its own error types from deep inside passes
         raise CompileError(f"TVM failed to compile the model for {target_name}: {exc}") from None
     with atomic_directory(final, replace=False) as tmp:

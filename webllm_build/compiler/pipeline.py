@@ -7,19 +7,23 @@ from tvm import relax
 from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.target import Target
 
+from webllm_build.compiler.attention import AttentionShape, replace_attention
 from webllm_build.compiler.schedules import schedule_pass
 
 
-def model_pipeline(target: Target, schedule_class: str = "gpu") -> tvm.transform.Pass:
+def model_pipeline(
+    target: Target, schedule_class: str = "gpu", attention: AttentionShape | None = None
+) -> tvm.transform.Pass:
     """TVM's default pipeline for `target`, preceded by the rewrites our models need.
 
     `nn.Linear` computes x @ transpose(w); unfused, the transpose becomes its own kernel that
     materialises every weight transposed, and the matmul no longer looks like a GEMV to dlight.
     For WebGPU, TVM's generic GPU pipeline is rebuilt with the TIR scheduling step of
-    `schedule_class` (compiler/schedules.py) in place of its fixed dlight rules.
+    `schedule_class` (compiler/schedules.py) in place of its fixed dlight rules; `attention`
+    (the KV cache's geometry) lets the cpu-emulated class replace the cache's attention kernels.
     """
     if target.kind.name == "webgpu":
-        default = _gpu_pipeline(target, schedule_class)
+        default = _gpu_pipeline(target, schedule_class, attention)
     else:
         default = relax.pipeline.get_default_pipeline(target)
 
@@ -32,12 +36,16 @@ def model_pipeline(target: Target, schedule_class: str = "gpu") -> tvm.transform
     return pipeline
 
 
-def _gpu_pipeline(target: Target, schedule_class: str) -> tvm.transform.Pass:
+def _gpu_pipeline(
+    target: Target, schedule_class: str, attention: AttentionShape | None
+) -> tvm.transform.Pass:
     # TVM's gpu_generic legalize phase ends with its dlight rules; everything else is kept as is.
     legalize = gpu_generic.legalize_passes(target)[:-1]
 
     @tvm.transform.module_pass(opt_level=0, name="webllm_build_gpu_pipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        if schedule_class == "cpu-emulated" and attention is not None:
+            mod = replace_attention(mod, attention)
         with target:
             return tvm.transform.Sequential(
                 gpu_generic.library_dispatch_passes(target)
@@ -50,5 +58,7 @@ def _gpu_pipeline(target: Target, schedule_class: str) -> tvm.transform.Pass:
     return pipeline
 
 
-def compile_module(mod: tvm.IRModule, target: Target, schedule_class: str = "gpu") -> tvm.runtime.Executable:
-    return tvm.compile(mod, target, relax_pipeline=model_pipeline(target, schedule_class))
+def compile_module(
+    mod: tvm.IRModule, target: Target, schedule_class: str = "gpu", attention: AttentionShape | None = None
+) -> tvm.runtime.Executable:
+    return tvm.compile(mod, target, relax_pipeline=model_pipeline(target, schedule_class, attention))

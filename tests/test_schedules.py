@@ -1,0 +1,67 @@
+"""Kernel schedule classes: what each generates (WGSL), without linking or a browser.
+
+Numerical parity of every class is tested in the browser (test_browser_models.py); here, that
+the cpu-emulated kernels really avoid what is slow on an emulator (workgroup memory, barriers).
+"""
+
+from __future__ import annotations
+
+import pytest
+import tvm
+from tvm import relax
+from tvm.relax.frontend import nn
+
+from webllm_build.compiler.attention import AttentionShape, _decode, _prefill_paged, _prefill_ragged
+from webllm_build.compiler.pipeline import compile_module
+from webllm_build.compiler.schedules import check_schedules
+from webllm_build.compiler.target import webgpu_target
+from webllm_build.errors import CompileError
+from webllm_build.quantize import GroupQuantLinear, get_quantization
+
+
+class _Block(nn.Module):
+    """RMSNorm, a 4-bit linear layer and a residual add: the shapes of a decoder's hot path."""
+
+    def __init__(self) -> None:
+        self.norm = nn.RMSNorm(64, -1, 1e-5, bias=False)
+        self.proj = GroupQuantLinear(64, 96, False, get_quantization("q4f32_1"))
+        self.out = GroupQuantLinear(96, 64, False, get_quantization("q4f32_1"))
+
+    def forward(self, x: nn.Tensor) -> nn.Tensor:
+        return x + self.out(self.proj(self.norm(x)))
+
+
+def _wgsl(schedule_class: str, seq_len: int | str) -> str:
+    mod, _ = _Block().export_tvm(
+        spec={"forward": {"x": nn.spec.Tensor([1, seq_len, 64], "float32"), "$": {"param_mode": "packed"}}}
+    )
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mod[gvar] = func.with_attr("tir_var_upper_bound", {"seq_len": 32})
+    executable = compile_module(mod, webgpu_target(), schedule_class, AttentionShape(1, 1, 64, "float32"))
+    return executable.mod.imports[0].imports[0].inspect_source()
+
+
+@pytest.mark.parametrize("seq_len", [1, "seq_len"])
+def test_cpu_emulated_kernels_use_no_workgroup_memory(seq_len):
+    wgsl = _wgsl("cpu-emulated", seq_len)
+    assert "var<workgroup>" not in wgsl
+    assert "workgroupBarrier" not in wgsl
+
+
+def test_gpu_class_keeps_the_gpu_schedules():
+    # dlight's GEMV and reductions stage partial sums in workgroup memory.
+    assert "var<workgroup>" in _wgsl("gpu", 1)
+
+
+@pytest.mark.parametrize("factory", [_decode, _prefill_paged, _prefill_ragged])
+def test_cpu_emulated_attention_kernels_build_without_barriers(factory):
+    func = factory(2, 6, 64, "float32").with_attr("global_symbol", "main")
+    wgsl = tvm.tirx.build(func, target=webgpu_target()).imports[0].inspect_source()
+    assert "workgroupBarrier" not in wgsl and "var<workgroup>" not in wgsl
+
+
+def test_unknown_schedule_class_is_a_clear_error():
+    with pytest.raises(CompileError, match="cpu-emulated"):
+        check_schedules(("gpu", "tpu"))
+    assert check_schedules(("cpu-emulated", "gpu", "gpu")) == ("cpu-emulated", "gpu")

@@ -1,0 +1,313 @@
+"""Paged-KV-cache attention kernels for CPU-emulated adapters (the `cpu-emulated` schedule class).
+
+TVM's KV cache generates its attention kernels for a GPU: K/V tiles staged through workgroup
+memory, cross-thread online softmax, barriers everywhere; on SwiftShader a decode step's 30
+attention calls then cost more than all its matmuls. These replacements keep the signatures
+the cache runtime calls (same handles, scalars and outputs, lse in the same base-2 form so
+`merge_state` still combines paged and ragged parts) and give each (query token, query head)
+one thread that walks the keys alone with an online softmax. Attention over a few hundred
+positions is little work; what costs on an emulator is synchronisation, and this has none.
+
+Inline rotary (`rotary_mode == 1`, RopeMode.INLINE) is not implemented: our models run the
+cache with RopeMode.NORMAL (q and k rotated before they reach these kernels) or NONE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import tvm
+from tvm.script import tirx as T
+
+LOG2E = math.log2(math.e)
+# The cache's own initial running max (a large negative number, not -inf, so exp2 stays finite).
+NEG_LARGE = -5e4
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    """What the cache's kernels are generated for (TIRPagedKVCache's own arguments)."""
+
+    kv_heads: int
+    heads: int
+    head_dim: int
+    dtype: str
+
+
+def replace_attention(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:
+    """`mod` with the cache's GPU attention kernels swapped for one-thread-per-head ones."""
+    factories = {
+        "batch_decode_paged_kv": _decode,
+        "batch_prefill_paged_kv": _prefill_paged,
+        "batch_prefill_ragged_kv": _prefill_ragged,
+    }
+    for gvar, func in list(mod.functions_items()):
+        if gvar.name_hint in factories and isinstance(func, tvm.tirx.PrimFunc):
+            new = factories[gvar.name_hint](shape.kv_heads, shape.heads, shape.head_dim, shape.dtype)
+            mod[gvar] = new.with_attr("global_symbol", gvar.name_hint)
+    return mod
+
+
+def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
+    group = h_q // h_kv
+    log2e = LOG2E
+
+    @T.prim_func(s_tir=True)
+    def batch_decode_paged_kv(
+        q_handle: T.handle,
+        pages_handle: T.handle,
+        page_indptr_handle: T.handle,
+        page_values_handle: T.handle,
+        length_info_handle: T.handle,
+        k_rope_pos_offset_handle: T.handle,
+        q_rope_position_handle: T.handle,
+        output_handle: T.handle,
+        lse_handle: T.handle,
+        rotary_mode: T.int32,
+        rope_scale: T.float32,
+        rope_theta: T.float32,
+        sm_scale: T.float32,
+    ):
+        T.func_attr({"tirx.is_scheduled": True})
+        batch = T.int32()
+        nnz_pages = T.int32()
+        max_pages = T.int32()
+        pages_offset = T.int64()
+        indptr_offset = T.int32()
+        values_offset = T.int32()
+        k_pos_offset = T.int32()
+        q_pos_offset = T.int32()
+        length_offset = T.int32()
+        q = T.match_buffer(q_handle, (batch, h_q, d), dtype)
+        pages = T.match_buffer(
+            pages_handle, (max_pages, 2, h_kv, page_size, d), dtype, elem_offset=pages_offset
+        )
+        page_indptr = T.match_buffer(page_indptr_handle, (batch + 1,), "int32", elem_offset=indptr_offset)
+        page_values = T.match_buffer(page_values_handle, (nnz_pages,), "int32", elem_offset=values_offset)
+        last_page_len = T.match_buffer(length_info_handle, (batch,), "int32", elem_offset=length_offset)
+        T.match_buffer(k_rope_pos_offset_handle, (batch,), "int32", elem_offset=k_pos_offset)
+        T.match_buffer(q_rope_position_handle, (batch,), "int32", elem_offset=q_pos_offset)
+        output = T.match_buffer(output_handle, (batch, h_q, d), dtype)
+        lse = T.match_buffer(lse_handle, (batch, h_q), "float32")
+
+        for b in T.thread_binding(batch, thread="blockIdx.x"):
+            for h in T.thread_binding(h_q, thread="threadIdx.x"):
+                with T.sblock("attn"):
+                    # Regions would be inferred from let-bound lengths, which live inside the block.
+                    T.reads()
+                    T.writes()
+                    acc = T.sblock_alloc_buffer((d,), "float32", scope="local")
+                    state = T.sblock_alloc_buffer((3,), "float32", scope="local")  # max, sum, score
+                    first: T.let[T.int32] = page_indptr[b]
+                    num_pages: T.let[T.int32] = page_indptr[b + 1] - first
+                    length: T.let[T.int32] = T.Select(
+                        num_pages > 0, (num_pages - 1) * page_size + last_page_len[b], 0
+                    )
+                    for i in T.serial(d):
+                        acc[i] = T.float32(0)
+                    state[0] = T.float32(NEG_LARGE)
+                    state[1] = T.float32(0)
+                    for pos in T.serial(length):
+                        page: T.let[T.int32] = page_values[first + pos // page_size]
+                        slot: T.let[T.int32] = pos % page_size
+                        state[2] = T.float32(0)
+                        for i in T.serial(d):
+                            state[2] = state[2] + T.Cast("float32", q[b, h, i]) * T.Cast(
+                                "float32", pages[page, 0, h // group, slot, i]
+                            )
+                        state[2] = state[2] * sm_scale * T.float32(log2e)
+                        new_max: T.let[T.float32] = T.max(state[0], state[2])
+                        rescale: T.let[T.float32] = T.exp2(state[0] - new_max)
+                        weight: T.let[T.float32] = T.exp2(state[2] - new_max)
+                        state[1] = state[1] * rescale + weight
+                        state[0] = new_max
+                        for i in T.serial(d):
+                            acc[i] = acc[i] * rescale + weight * T.Cast(
+                                "float32", pages[page, 1, h // group, slot, i]
+                            )
+                    for i in T.serial(d):
+                        output[b, h, i] = T.Cast(dtype, acc[i] / T.max(state[1], T.float32(1e-30)))
+                    lse[b, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
+
+    return batch_decode_paged_kv
+
+
+def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
+    group = h_q // h_kv
+    log2e = LOG2E
+
+    @T.prim_func(s_tir=True)
+    def batch_prefill_paged_kv(
+        q_handle: T.handle,
+        q_indptr_handle: T.handle,
+        pages_handle: T.handle,
+        page_indptr_handle: T.handle,
+        page_values_handle: T.handle,
+        length_info_handle: T.handle,
+        k_rope_pos_offset_handle: T.handle,
+        q_rope_position_handle: T.handle,
+        output_handle: T.handle,
+        lse_handle: T.handle,
+        causal: T.int32,
+        rotary_mode: T.int32,
+        rope_scale: T.float32,
+        rope_theta: T.float32,
+        sm_scale: T.float32,
+    ):
+        T.func_attr({"tirx.is_scheduled": True})
+        batch = T.int32()
+        total = T.int32()
+        nnz_pages = T.int32()
+        max_pages = T.int32()
+        pages_offset = T.int64()
+        q_indptr_offset = T.int32()
+        indptr_offset = T.int32()
+        values_offset = T.int32()
+        k_pos_offset = T.int32()
+        q_pos_offset = T.int32()
+        length_offset = T.int32()
+        q = T.match_buffer(q_handle, (total, h_q, d), dtype)
+        q_indptr = T.match_buffer(q_indptr_handle, (batch + 1,), "int32", elem_offset=q_indptr_offset)
+        pages = T.match_buffer(
+            pages_handle, (max_pages, 2, h_kv, page_size, d), dtype, elem_offset=pages_offset
+        )
+        page_indptr = T.match_buffer(page_indptr_handle, (batch + 1,), "int32", elem_offset=indptr_offset)
+        page_values = T.match_buffer(page_values_handle, (nnz_pages,), "int32", elem_offset=values_offset)
+        last_page_len = T.match_buffer(length_info_handle, (batch,), "int32", elem_offset=length_offset)
+        T.match_buffer(k_rope_pos_offset_handle, (batch,), "int32", elem_offset=k_pos_offset)
+        T.match_buffer(q_rope_position_handle, (total,), "int32", elem_offset=q_pos_offset)
+        output = T.match_buffer(output_handle, (total, h_q, d), dtype)
+        lse = T.match_buffer(lse_handle, (total, h_q), "float32")
+
+        for row in T.thread_binding(total, thread="blockIdx.x"):
+            for b in T.thread_binding(batch, thread="blockIdx.y"):
+                for h in T.thread_binding(h_q, thread="threadIdx.x"):
+                    with T.sblock("attn"):
+                        # Regions would be inferred from let-bound lengths, which live inside the block.
+                        T.reads()
+                        T.writes()
+                        acc = T.sblock_alloc_buffer((d,), "float32", scope="local")
+                        state = T.sblock_alloc_buffer((3,), "float32", scope="local")  # max, sum, score
+                        # Rows of other sequences are another (row, b) pair's work.
+                        if q_indptr[b] <= row and row < q_indptr[b + 1]:
+                            first: T.let[T.int32] = page_indptr[b]
+                            num_pages: T.let[T.int32] = page_indptr[b + 1] - first
+                            kv_len: T.let[T.int32] = T.Select(
+                                num_pages > 0, (num_pages - 1) * page_size + last_page_len[b], 0
+                            )
+                            qo_len: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
+                            # Causal: query i of qo_len sees the keys up to kv_len - qo_len + i.
+                            visible: T.let[T.int32] = T.Select(
+                                causal > 0, T.min(kv_len, kv_len - qo_len + (row - q_indptr[b]) + 1), kv_len
+                            )
+                            for i in T.serial(d):
+                                acc[i] = T.float32(0)
+                            state[0] = T.float32(NEG_LARGE)
+                            state[1] = T.float32(0)
+                            for pos in T.serial(visible):
+                                page: T.let[T.int32] = page_values[first + pos // page_size]
+                                slot: T.let[T.int32] = pos % page_size
+                                state[2] = T.float32(0)
+                                for i in T.serial(d):
+                                    state[2] = state[2] + T.Cast("float32", q[row, h, i]) * T.Cast(
+                                        "float32", pages[page, 0, h // group, slot, i]
+                                    )
+                                state[2] = state[2] * sm_scale * T.float32(log2e)
+                                new_max: T.let[T.float32] = T.max(state[0], state[2])
+                                rescale: T.let[T.float32] = T.exp2(state[0] - new_max)
+                                weight: T.let[T.float32] = T.exp2(state[2] - new_max)
+                                state[1] = state[1] * rescale + weight
+                                state[0] = new_max
+                                for i in T.serial(d):
+                                    acc[i] = acc[i] * rescale + weight * T.Cast(
+                                        "float32", pages[page, 1, h // group, slot, i]
+                                    )
+                            for i in T.serial(d):
+                                output[row, h, i] = T.Cast(dtype, acc[i] / T.max(state[1], T.float32(1e-30)))
+                            lse[row, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
+
+    return batch_prefill_paged_kv
+
+
+def _prefill_ragged(h_kv: int, h_q: int, d: int, dtype: str):
+    group = h_q // h_kv
+    log2e = LOG2E
+
+    @T.prim_func(s_tir=True)
+    def batch_prefill_ragged_kv(
+        q_handle: T.handle,
+        q_indptr_handle: T.handle,
+        k_handle: T.handle,
+        v_handle: T.handle,
+        kv_indptr_handle: T.handle,
+        q_rope_position_handle: T.handle,
+        k_rope_pos_offset_handle: T.handle,
+        output_handle: T.handle,
+        lse_handle: T.handle,
+        causal: T.int32,
+        rotary_mode: T.int32,
+        rope_scale: T.float32,
+        rope_theta: T.float32,
+        sm_scale: T.float32,
+    ):
+        T.func_attr({"tirx.is_scheduled": True})
+        batch = T.int32()
+        qo_total = T.int32()
+        kv_total = T.int32()
+        q_indptr_offset = T.int32()
+        kv_indptr_offset = T.int32()
+        q_pos_offset = T.int32()
+        k_pos_offset = T.int32()
+        q = T.match_buffer(q_handle, (qo_total, h_q, d), dtype)
+        q_indptr = T.match_buffer(q_indptr_handle, (batch + 1,), "int32", elem_offset=q_indptr_offset)
+        k = T.match_buffer(k_handle, (kv_total, h_kv, d), dtype)
+        v = T.match_buffer(v_handle, (kv_total, h_kv, d), dtype)
+        kv_indptr = T.match_buffer(kv_indptr_handle, (batch + 1,), "int32", elem_offset=kv_indptr_offset)
+        T.match_buffer(q_rope_position_handle, (qo_total,), "int32", elem_offset=q_pos_offset)
+        T.match_buffer(k_rope_pos_offset_handle, (batch,), "int32", elem_offset=k_pos_offset)
+        output = T.match_buffer(output_handle, (qo_total, h_q, d), dtype)
+        lse = T.match_buffer(lse_handle, (qo_total, h_q), "float32")
+
+        for row in T.thread_binding(qo_total, thread="blockIdx.x"):
+            for b in T.thread_binding(batch, thread="blockIdx.y"):
+                for h in T.thread_binding(h_q, thread="threadIdx.x"):
+                    with T.sblock("attn"):
+                        # Regions would be inferred from let-bound lengths, which live inside the block.
+                        T.reads()
+                        T.writes()
+                        acc = T.sblock_alloc_buffer((d,), "float32", scope="local")
+                        state = T.sblock_alloc_buffer((3,), "float32", scope="local")  # max, sum, score
+                        # Rows of other sequences are another (row, b) pair's work.
+                        if q_indptr[b] <= row and row < q_indptr[b + 1]:
+                            kv_first: T.let[T.int32] = kv_indptr[b]
+                            kv_len: T.let[T.int32] = kv_indptr[b + 1] - kv_first
+                            qo_len: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
+                            visible: T.let[T.int32] = T.Select(
+                                causal > 0, T.min(kv_len, kv_len - qo_len + (row - q_indptr[b]) + 1), kv_len
+                            )
+                            for i in T.serial(d):
+                                acc[i] = T.float32(0)
+                            state[0] = T.float32(NEG_LARGE)
+                            state[1] = T.float32(0)
+                            for pos in T.serial(visible):
+                                state[2] = T.float32(0)
+                                for i in T.serial(d):
+                                    state[2] = state[2] + T.Cast("float32", q[row, h, i]) * T.Cast(
+                                        "float32", k[kv_first + pos, h // group, i]
+                                    )
+                                state[2] = state[2] * sm_scale * T.float32(log2e)
+                                new_max: T.let[T.float32] = T.max(state[0], state[2])
+                                rescale: T.let[T.float32] = T.exp2(state[0] - new_max)
+                                weight: T.let[T.float32] = T.exp2(state[2] - new_max)
+                                state[1] = state[1] * rescale + weight
+                                state[0] = new_max
+                                for i in T.serial(d):
+                                    acc[i] = acc[i] * rescale + weight * T.Cast(
+                                        "float32", v[kv_first + pos, h // group, i]
+                                    )
+                            for i in T.serial(d):
+                                output[row, h, i] = T.Cast(dtype, acc[i] / T.max(state[1], T.float32(1e-30)))
+                            lse[row, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
+
+    return batch_prefill_ragged_kv
