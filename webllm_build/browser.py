@@ -76,6 +76,27 @@ def evaluate(page: Any, log: PageLog, expression: str, arg: Any = None) -> Any:
         raise BrowserError(f"The page raised: {str(exc).splitlines()[0]}\n{log.tail()}") from None
 
 
+# Playwright's sync API runs one driver per thread and refuses a second one while the first
+# runs, so nested launches (a test's browser plus `check`'s own) share one driver.
+_driver: Any = None
+_driver_users = 0
+
+
+@contextmanager
+def _playwright_driver(sync_playwright: Any) -> Iterator[Any]:
+    global _driver, _driver_users
+    if _driver is None:
+        _driver = sync_playwright().start()
+    _driver_users += 1
+    try:
+        yield _driver
+    finally:
+        _driver_users -= 1
+        if _driver_users == 0:
+            _driver.stop()
+            _driver = None
+
+
 @contextmanager
 def launch_browser(executable: Path | None = None) -> Iterator[BrowserSession]:
     """Headless Chromium: Debian's by default, or any Chromium-based browser at `executable`."""
@@ -89,7 +110,7 @@ def launch_browser(executable: Path | None = None) -> Iterator[BrowserSession]:
         raise BrowserError(
             "The Python package playwright is missing. Install it with: pip install playwright"
         ) from None
-    with sync_playwright() as driver:
+    with _playwright_driver(sync_playwright) as driver:
         try:
             browser = driver.chromium.launch(
                 executable_path=chromium_path, args=list(CHROMIUM_ARGS), headless=True
