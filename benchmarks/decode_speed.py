@@ -22,7 +22,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m"
 # Rendered with SmolLM2's chat template (default system prompt) this is 39 tokens.
-PROMPT = "Give me a short introduction to large language models."
+PROMPT = "Give me a short introduction to language models."
 NEW_TOKENS = 64
 RUNS = 3
 

@@ -7,11 +7,15 @@ import pytest
 from checkpoints import make_llama, make_phi, make_qwen2
 from reference import hf_greedy, hf_last_logits, requantize_
 
+from webllm_build.browser import evaluate
 from webllm_build.compile import CompileOptions, compile_model
 from webllm_build.serve import serve_in_background
 from webllm_build.testing import PageModel, stage_models
 
 PROMPT = [5, 17, 42, 7, 99, 3, 25, 11, 9, 301, 44]
+# Every kernel schedule class is held to the same bounds; the page is told which library to use
+# (SwiftShader would otherwise always pick cpu-emulated).
+SCHEDULES = ("gpu", "cpu-emulated")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,13 @@ def tiny_site(tmp_path_factory, wasm_runtime):
     models = {
         name: compile_model(
             # A chunk smaller than the prompt: the browser's chunked prefill is exercised too.
-            CompileOptions(model=str(path), quantization=quants[name], prefill_chunk=4, target="webgpu"),
+            CompileOptions(
+                model=str(path),
+                quantization=quants[name],
+                prefill_chunk=4,
+                target="webgpu",
+                schedules=SCHEDULES,
+            ),
             root / f"out-{name}",
         ).directory
         for name, path in checkpoints.items()
@@ -45,10 +55,17 @@ def _hf(path):
     return AutoModelForCausalLM.from_pretrained(path).eval()
 
 
-def test_quantized_llama_matches_transformers_on_dequantized_weights(tiny_site, browser):
+def _loaded(browser, url: str, name: str, schedule: str) -> PageModel:
+    model = PageModel.loaded(browser, url, name, schedule=schedule)
+    assert evaluate(model.page, model.log, "() => model.schedule") == schedule
+    return model
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_quantized_llama_matches_transformers_on_dequantized_weights(tiny_site, browser, schedule):
     url, checkpoints = tiny_site
     reference = requantize_(_hf(checkpoints["llama"]))
-    model = PageModel.loaded(browser, url, "llama")
+    model = _loaded(browser, url, "llama", schedule)
     logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
     expected = hf_last_logits(reference, PROMPT)
     assert np.abs(logits - expected).max() < 1e-3
@@ -56,7 +73,8 @@ def test_quantized_llama_matches_transformers_on_dequantized_weights(tiny_site, 
     assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
 
 
-def test_quantized_qwen2_matches_transformers_on_dequantized_weights(tiny_site, browser):
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_quantized_qwen2_matches_transformers_on_dequantized_weights(tiny_site, browser, schedule):
     """Qwen2's q/k/v biases, tied embeddings and theta 1e6 on WebGPU.
 
     The logit bound is 2e-3, not 1e-3: on SwiftShader this model's prefill logits differ from
@@ -66,19 +84,20 @@ def test_quantized_qwen2_matches_transformers_on_dequantized_weights(tiny_site, 
     """
     url, checkpoints = tiny_site
     reference = requantize_(_hf(checkpoints["qwen2"]))
-    model = PageModel.loaded(browser, url, "qwen2")
+    model = _loaded(browser, url, "qwen2", schedule)
     logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
     error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
-    print(f"\nqwen2 q4f32_1 on WebGPU: prefill max |logit error| {error:.2e}")
+    print(f"\nqwen2 q4f32_1 on WebGPU ({schedule}): prefill max |logit error| {error:.2e}")
     assert error < 2e-3
     model.reset()
     assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
 
 
-def test_phi_matches_transformers(tiny_site, browser):
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_phi_matches_transformers(tiny_site, browser, schedule):
     url, checkpoints = tiny_site
     reference = _hf(checkpoints["phi"])
-    model = PageModel.loaded(browser, url, "phi")
+    model = _loaded(browser, url, "phi", schedule)
     sequence = list(PROMPT)
     logits = model.prefill(sequence)
     for _ in range(4):
@@ -86,6 +105,13 @@ def test_phi_matches_transformers(tiny_site, browser):
         assert np.abs(np.asarray(logits) - expected).max() < 1e-3
         sequence.append(int(np.argmax(expected)))
         logits = model.decode(sequence[-1])
+
+
+def test_fallback_adapter_gets_the_cpu_emulated_library(tiny_site, browser):
+    url, _ = tiny_site
+    model = PageModel.loaded(browser, url, "llama")
+    assert evaluate(model.page, model.log, "() => webllm.probeWebGPU()")["isFallbackAdapter"]
+    assert evaluate(model.page, model.log, "() => model.schedule") == "cpu-emulated"
 
 
 def test_reset_starts_a_fresh_sequence(tiny_site, browser):

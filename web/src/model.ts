@@ -5,6 +5,7 @@ import * as tvmjs from "@mlc-ai/web-runtime";
 import { EngineError, loadLibrary, type LoadedLibrary } from "./library";
 import { argmax } from "./sampling";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
+import { probeWebGPU } from "./webgpu";
 
 // Mirrors webllm-model.json, the one fixed-name file of a model directory (webllm_build/artifacts.py).
 export interface ModelIndex {
@@ -12,7 +13,32 @@ export interface ModelIndex {
   model: string;
   quantization: string;
   required_features: string[];
-  files: Record<"library" | "tokenizer" | "config" | "tensor_cache", { path: string; nbytes: number; sha256: string }>;
+  // The kernel schedule classes built, the default first; each has a file role `library:<class>`.
+  schedules?: string[];
+  files: Record<"library" | "tokenizer" | "config" | "tensor_cache", { path: string; nbytes: number; sha256: string }> &
+    Record<string, { path: string; nbytes: number; sha256: string }>;
+}
+
+// Which library of the index suits this browser's adapter (see webllm_build/compiler/schedules.py):
+// fallback adapters (SwiftShader and other CPU emulations) get "cpu-emulated" kernels, real GPUs
+// "gpu" ones; a class the model was not built with falls back to the default library. `forced`
+// picks a class whatever the adapter (tests run both classes on one machine).
+export async function libraryRole(index: ModelIndex, forced?: string): Promise<string> {
+  const built = index.schedules ?? [];
+  let wanted = forced;
+  if (wanted === undefined && built.length > 1) {
+    wanted = (await probeWebGPU()).isFallbackAdapter ? "cpu-emulated" : "gpu";
+  }
+  if (wanted !== undefined && !built.includes(wanted)) {
+    if (forced !== undefined) {
+      throw new EngineError(
+        "missing-library",
+        `This model has no "${forced}" kernels (built: ${built.join(", ") || "the default only"}).`,
+      );
+    }
+    return "library";
+  }
+  return wanted === undefined ? "library" : `library:${wanted}`;
 }
 
 // Mirrors webllm-config-<hash>.json, written by webllm_build/compile.py (snake_case on purpose).
@@ -41,6 +67,8 @@ const SEQUENCE_ID = 0;
 
 export class Model {
   private kvCache?: tvmjs.TVMObject;
+  // The kernel schedule class of the library in use ("gpu" or "cpu-emulated").
+  schedule = "gpu";
   private length = 0;
 
   private constructor(
@@ -54,15 +82,19 @@ export class Model {
   }
 
   // `baseUrl` is the model directory, ending in "/".
-  static async load(baseUrl: string, options: LoadWeightsOptions & { log?: (msg: string) => void } = {}) {
+  static async load(
+    baseUrl: string,
+    options: LoadWeightsOptions & { log?: (msg: string) => void; schedule?: string } = {},
+  ) {
     const index = await fetchJson<ModelIndex>(new URL("webllm-model.json", baseUrl).href);
-    const at = (role: keyof ModelIndex["files"]) => new URL(index.files[role].path, baseUrl).href;
+    const at = (role: string) => new URL(index.files[role].path, baseUrl).href;
     const [config, manifest] = await Promise.all([
       fetchJson<ModelConfig>(at("config")),
       fetchJson<TensorManifest>(at("tensor_cache")),
     ]);
     const tensors = manifest.records.flatMap((shard) => shard.records);
-    const lib = await loadLibrary(at("library"), options.log, {
+    const role = await libraryRole(index, options.schedule);
+    const lib = await loadLibrary(at(role), options.log, {
       features: index.required_features,
       largestBufferBytes: Math.max(0, ...tensors.map((t) => t.nbytes)),
       quantization: index.quantization,
@@ -74,7 +106,9 @@ export class Model {
     );
     // The VM holds the parameters now; the by-name cache would keep a second reference alive.
     tvm.tensorCacheClear();
-    return new Model(config, lib, params, manifest, loaded);
+    const model = new Model(config, lib, params, manifest, loaded);
+    model.schedule = role === "library" ? (index.schedules?.[0] ?? "gpu") : role.slice("library:".length);
+    return model;
   }
 
   get tokens(): number {

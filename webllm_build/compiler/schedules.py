@@ -7,8 +7,8 @@
   barrier splits the shader into coroutines) and cross-thread reductions buy nothing, so every
   invocation owns whole outputs: a matmul thread keeps a register tile of rows x tokens and
   walks the reduction axis alone, dequantizing 4-bit weights on the fly; a row-wise reduction
-  (RMSNorm, softmax) is one thread per row. Workgroups stay small so that even a 576-row GEMV
-  gives several of them to every CPU thread.
+  (RMSNorm, softmax) is one thread per row. Workgroups stay small (64 rows of a matmul), which
+  measured several times faster on SwiftShader than larger ones.
 """
 
 from __future__ import annotations
@@ -24,18 +24,18 @@ SCHEDULE_CLASSES = ("gpu", "cpu-emulated")
 # (SwiftShader), at the cost of a second link per model.
 DEFAULT_SCHEDULES = ("gpu", "cpu-emulated")
 
-# Threads per workgroup for the cpu-emulated class: a multiple of SwiftShader's 4 SIMD lanes.
-CPU_THREADS = 64
 # Threads per workgroup of a row-wise reduction: one SIMD group, so that a 39-token prompt's rows
 # still spread over 10 workgroups (and a single decoded row wastes no lanes beyond those 4).
 ROW_THREADS = 4
-# Measured on SwiftShader (SmolLM2-135M): a decoded token's GEMV is fastest with one output row
-# per thread in workgroups of 64 (16-thread workgroups and 4-row tiles were 1.3-9x slower);
-# prefill's matmul (one workgroup row per token) with 4-row tiles in workgroups of 16 was 5x
-# faster than in workgroups of 64. Tiling tokens as well, over the dynamic sequence length,
-# leaves a predicated local accumulator whose size TVM cannot bound for WebGPU.
-MATMUL_THREADS = 16
-TILE_ROWS = 4
+# A matmul thread owns TILE_ROWS output rows of one token (each activation load then serves them
+# all), MATMUL_THREADS threads a workgroup. Measured on SwiftShader with SmolLM2-135M (q4, K of
+# 576 and 1536), 64 rows a workgroup as 64x1, 16x4 and 8x8 spent about 350, 190 and 165 ms in
+# GEMVs per decoded token (8x8: 0.8 GMAC/s), while 128 or 256 rows a workgroup (32x4, 16x8,
+# 64x4) were up to 9x slower, in prefill as in decode. Tiling tokens as well, over the dynamic
+# sequence length, would leave a predicated local accumulator whose size TVM cannot bound for
+# WebGPU.
+MATMUL_THREADS = 8
+TILE_ROWS = 8
 # 4-bit values per uint32 word: the unrolled inner reduction step, so a word is loaded once.
 WORD_VALUES = 8
 
@@ -113,7 +113,6 @@ class RegisterMatmul(_Rule):
         m = sch.fuse(*s_loops[:-1]) if len(s_loops) > 1 else sch.add_unit_loop(s_loops[0])
         n = s_loops[-1]
         (k,) = r_loops
-        m_extent = _static(sch.get(m).extent)
         n_extent = _static(sch.get(n).extent)
         k_extent = _static(sch.get(k).extent)
         if n_extent is None or k_extent is None:
