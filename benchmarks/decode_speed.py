@@ -46,7 +46,6 @@ PREFILL_ONLY = "async (ids) => { model.reset(); await model.prefill(ids); }"
 
 # Kernel name -> family; first match wins.
 FAMILIES = [
-    ("lm_head gemv", r"^dequantize_matmul4$|lm_head|matmul_49152"),
     ("q4 matmul/gemv", r"dequantize_matmul|q4_gemv|q4_matmul"),
     ("attention", r"attention|batch_decode|batch_prefill|attn"),
     ("kv append + rotary", r"kv_cache|rope|append"),

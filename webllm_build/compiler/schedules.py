@@ -30,8 +30,8 @@ ROW_THREADS = 4
 # A matmul thread owns TILE_ROWS output rows of one token (each activation load then serves them
 # all), MATMUL_THREADS threads a workgroup. Measured on SwiftShader with SmolLM2-135M (q4, K of
 # 576 and 1536), 64 rows a workgroup as 64x1, 16x4 and 8x8 spent about 350, 190 and 165 ms in
-# GEMVs per decoded token (8x8: 0.8 GMAC/s), while 128 or 256 rows a workgroup (32x4, 16x8,
-# 64x4) were up to 9x slower, in prefill as in decode. Tiling tokens as well, over the dynamic
+# GEMVs per decoded token (8x8: 0.8 GMAC/s; 4x16 no better), while 128 or 256 rows a workgroup
+# (32x4, 16x8, 64x4) were up to 9x slower, in prefill as in decode. Tiling tokens as well, over the dynamic
 # sequence length, would leave a predicated local accumulator whose size TVM cannot bound for
 # WebGPU.
 MATMUL_THREADS = 8
