@@ -32,10 +32,10 @@ export {
   type CompletionUsage,
   type FinishReason,
 } from "./engine";
-export { WorkerEngine, createWorkerEngine } from "./worker_engine";
-export { FORWARDED_METHODS, isWorkerScope, serveEngine } from "./worker";
+export { ENGINE_WORKER_NAME, WorkerEngine, createWorkerEngine } from "./worker_engine";
+export { FORWARDED_METHODS, isEngineWorker, serveEngine } from "./worker";
 
-import { isWorkerScope, serveEngine } from "./worker";
+import { isEngineWorker, serveEngine } from "./worker";
 
 // Started as a module worker (see createWorkerEngine), this bundle serves the engine.
-if (isWorkerScope()) serveEngine(self as never);
+if (isEngineWorker()) serveEngine(self as never);

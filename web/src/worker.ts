@@ -8,6 +8,7 @@
 import { Engine } from "./engine";
 import { EngineError } from "./library";
 import { probeWebGPU } from "./webgpu";
+import { ENGINE_WORKER_NAME } from "./worker_engine";
 import type { LoadWeightsOptions } from "./weights";
 
 // Page -> worker.
@@ -34,9 +35,9 @@ interface WorkerScope {
   addEventListener(type: "message", listener: (event: MessageEvent<Request>) => void): void;
 }
 
-export function isWorkerScope(): boolean {
-  const scope = globalThis as unknown as { WorkerGlobalScope?: unknown; importScripts?: unknown };
-  return typeof scope.WorkerGlobalScope !== "undefined" && typeof scope.importScripts === "function";
+export function isEngineWorker(): boolean {
+  const scope = globalThis as unknown as { WorkerGlobalScope?: unknown; name?: unknown };
+  return typeof scope.WorkerGlobalScope !== "undefined" && scope.name === ENGINE_WORKER_NAME;
 }
 
 export function serveEngine(scope: WorkerScope): void {

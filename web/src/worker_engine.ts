@@ -8,6 +8,10 @@ import type { AdapterReport } from "./webgpu";
 import type { LoadWeightsOptions } from "./weights";
 import type { ForwardedMethod, Reply, Request } from "./worker";
 
+// createWorkerEngine names its worker so; any other worker that imports the engine bundle (a
+// user's own) keeps its messages to itself.
+export const ENGINE_WORKER_NAME = "webllm_build engine";
+
 interface Pending {
   resolve(value: unknown): void;
   reject(error: Error): void;
@@ -156,5 +160,5 @@ export class WorkerEngine {
 
 // Starts the engine in a module worker running `scriptUrl`, the engine bundle itself.
 export function createWorkerEngine(scriptUrl: string | URL): WorkerEngine {
-  return new WorkerEngine(new Worker(scriptUrl, { type: "module", name: "webllm_build engine" }));
+  return new WorkerEngine(new Worker(scriptUrl, { type: "module", name: ENGINE_WORKER_NAME }));
 }
