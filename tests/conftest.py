@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Test builds carry only the kernels SwiftShader runs, one link per model instead of two;
+# tests/test_browser_models.py builds and checks every schedule class.
+CI_SCHEDULES = ("cpu-emulated",)
 
 # The fixtures users get from webllm_build.testing (webllm_page etc.); ours pick the site below.
 pytest_plugins = ["webllm_build.testing"]
@@ -44,7 +47,9 @@ def tiny_site(tmp_path_factory, wasm_runtime) -> Path:
 
     root = tmp_path_factory.mktemp("tiny_site")
     checkpoint = make_llama(root / "tiny-llama", seed=3, initializer_range=0.2)
-    return build_site(SiteOptions(models=[str(checkpoint)], out=root / "dist", prefill_chunk=4)).directory
+    return build_site(
+        SiteOptions(models=[str(checkpoint)], out=root / "dist", prefill_chunk=4, schedules=CI_SCHEDULES)
+    ).directory
 
 
 @pytest.fixture(scope="session")

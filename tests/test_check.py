@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from checkpoints import make_llama
-from conftest import run_cli
+from conftest import CI_SCHEDULES, run_cli
 
 from webllm_build.check import CheckOptions, junit_xml, run_check
 from webllm_build.errors import WebLLMBuildError
@@ -42,7 +42,9 @@ def swapped_site(tiny_site, tmp_path_factory) -> Path:
     """
     root = tmp_path_factory.mktemp("swapped")
     other = make_llama(root / "tiny-llama", seed=4, initializer_range=0.2)
-    other_site = build_site(SiteOptions(models=[str(other)], out=root / "other", prefill_chunk=4)).directory
+    other_site = build_site(
+        SiteOptions(models=[str(other)], out=root / "other", prefill_chunk=4, schedules=CI_SCHEDULES)
+    ).directory
     site = root / "dist"
     shutil.copytree(tiny_site, site)
     ours, theirs = site / "models" / MODEL, other_site / "models" / MODEL

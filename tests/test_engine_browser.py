@@ -10,6 +10,7 @@ from __future__ import annotations
 import jinja2
 import pytest
 from checkpoints import CHATML_TEMPLATE, make_llama
+from conftest import CI_SCHEDULES
 from reference import hf_greedy
 from tokenizers import Tokenizer
 
@@ -33,7 +34,8 @@ def served(tmp_path_factory, wasm_runtime):
     root = tmp_path_factory.mktemp("engine")
     checkpoint = make_llama(root / "ckpt", seed=5, initializer_range=0.2)
     compiled = compile_model(
-        CompileOptions(model=str(checkpoint), quantization="q0f32", prefill_chunk=8), root / "out"
+        CompileOptions(model=str(checkpoint), quantization="q0f32", prefill_chunk=8, schedules=CI_SCHEDULES),
+        root / "out",
     )
     site = stage_models(root / "site", {"llama": compiled.directory})
     with serve_in_background(site) as url:

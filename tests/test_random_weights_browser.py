@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from checkpoints import make_qwen2
+from conftest import CI_SCHEDULES
 from test_weights_browser import RequestLog
 
 from webllm_build.artifacts import BF16_FORMAT, RandomRecord, read_weights_manifest
@@ -44,6 +45,7 @@ def random_models(tmp_path_factory, wasm_runtime):
                 prefill_chunk=4,
                 target=target,
                 random_weights=True,
+                schedules=CI_SCHEDULES,
             ),
             root / f"out-{target}",
         ).directory
@@ -112,6 +114,7 @@ def test_site_marks_a_random_weights_model(tmp_path, wasm_runtime):
         out=tmp_path / "dist",
         prefill_chunk=4,
         random_weights=True,
+        schedules=CI_SCHEDULES,
     )
     result = build_site(options)
     (entry,) = json.loads((result.directory / "site.json").read_text())["models"]

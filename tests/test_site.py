@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from checkpoints import make_llama
-from conftest import run_cli
+from conftest import CI_SCHEDULES, run_cli
 
 from webllm_build.artifacts import read_model_index, verify_directory
 from webllm_build.errors import WebLLMBuildError
@@ -28,7 +28,9 @@ HOSTILE = (
 
 def _options(models: list[Path], out: Path, **overrides) -> SiteOptions:
     # A prefill chunk of 4 matches the other browser tests' tiny Llama, so its library is cached.
-    return SiteOptions(models=[str(m) for m in models], out=out, prefill_chunk=4, **overrides)
+    return SiteOptions(
+        models=[str(m) for m in models], out=out, prefill_chunk=4, schedules=CI_SCHEDULES, **overrides
+    )
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoints import IM_END_ID, make_llama, write_tokenizer
+from conftest import CI_SCHEDULES
 
 from webllm_build.artifacts import read_model_index
 from webllm_build.reference import hf_greedy, load_reference
@@ -77,7 +78,11 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 def served_site(tmp_path_factory, checkpoints, wasm_runtime):
     out = tmp_path_factory.mktemp("chat_site") / "dist"
     # A prefill chunk of 4 matches the other browser tests' tiny Llama, so its library is cached.
-    build_site(SiteOptions(models=[str(p) for p in checkpoints.values()], out=out, prefill_chunk=4))
+    build_site(
+        SiteOptions(
+            models=[str(p) for p in checkpoints.values()], out=out, prefill_chunk=4, schedules=CI_SCHEDULES
+        )
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -234,7 +239,11 @@ def _greedy(reference, ids: list[int], steps: int) -> list[int]:
 def variants_site(tmp_path_factory, checkpoints, wasm_runtime):
     out = tmp_path_factory.mktemp("variants_site") / "dist"
     options = SiteOptions(
-        models=[str(checkpoints[TINY])], quantization="q4f16_1,q4f32_1", out=out, prefill_chunk=4
+        models=[str(checkpoints[TINY])],
+        quantization="q4f16_1,q4f32_1",
+        out=out,
+        prefill_chunk=4,
+        schedules=CI_SCHEDULES,
     )
     build_site(options)
     with serve_in_background(out) as url:
@@ -286,7 +295,9 @@ def test_a_tensor_larger_than_the_gpu_allows_is_refused_before_download(variants
 def test_smollm2_site_reply_matches_transformers(tmp_path_factory, browser, wasm_runtime):
     """The real model through the real page: SmolLM2-135M-Instruct q4f32_1, greedy to its own eos."""
     out = tmp_path_factory.mktemp("smollm2_site") / "dist"
-    site = build_site(SiteOptions(models=["smollm2-135m"], quantization="q4f32_1", out=out))
+    site = build_site(
+        SiteOptions(models=["smollm2-135m"], quantization="q4f32_1", out=out, schedules=CI_SCHEDULES)
+    )
     model_dir = site.directory / "models" / site.models[0].id
     config = json.loads((model_dir / read_model_index(model_dir).files["config"].path).read_text())
     reference = load_reference("smollm2-135m", "q4f32_1")

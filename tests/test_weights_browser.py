@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from checkpoints import make_llama
+from conftest import CI_SCHEDULES
 
 from webllm_build.compile import CompileOptions, compile_model
 from webllm_build.serve import make_app, serve_app_in_background, serve_in_background
@@ -32,6 +33,7 @@ def site(tmp_path_factory, wasm_runtime) -> Path:
             quantization="q4f32_1",
             prefill_chunk=4,
             shard_mb=0.02,
+            schedules=CI_SCHEDULES,
         ),
         root / "out",
     )

@@ -80,6 +80,7 @@ def _site(args: argparse.Namespace) -> int:
         context_window=args.context_window,
         prefill_chunk=args.prefill_chunk,
         random_weights=args.random_weights,
+        schedules=_schedules(args.schedules),
     )
     result = build_site(options, _log)
     for model in result.models:
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--context-window", type=int, default=None)
     site.add_argument("--prefill-chunk", type=int, default=512)
     site.add_argument("--random-weights", action="store_true", help=RANDOM_WEIGHTS_HELP)
+    site.add_argument("--schedules", default=None, help=SCHEDULES_HELP)
     site.set_defaults(run=_site)
 
     commands.add_parser("models", help="list the model presets").set_defaults(run=_models)

@@ -41,6 +41,7 @@ from webllm_build.compile import (
     load_model,
     model_config_for,
 )
+from webllm_build.compiler.schedules import DEFAULT_SCHEDULES
 from webllm_build.errors import ArtifactError, ToolchainError, WebLLMBuildError
 from webllm_build.models import ModelConfig
 from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, WEB_PAGE_BUNDLE
@@ -68,6 +69,9 @@ class SiteOptions:
     context_window: int | None = None
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
     random_weights: bool = False  # every model with seeded random weights (see compile.py)
+    # Kernel schedule classes to build per model (compiler/schedules.py): the page loads the
+    # library that suits the visitor's adapter.
+    schedules: tuple[str, ...] = DEFAULT_SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ def _plan(spec: str, quantization: str | None, options: SiteOptions) -> _Plan:
         prefill_chunk=options.prefill_chunk,
         target="webgpu",
         random_weights=options.random_weights,
+        schedules=options.schedules,
     )
     # A preset's description starts with the model's proper name ("SmolLM2-135M-Instruct, a ...").
     name = re.split(r",| \(", preset.description)[0] if preset else _base_name(spec)
