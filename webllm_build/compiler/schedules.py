@@ -125,6 +125,17 @@ class RegisterMatmul(_Rule):
         sch.bind(no, "blockIdx.x")
         sch.bind(m, "blockIdx.y")
         sch.bind(nt, "threadIdx.x")
+        # Each step's packed words (one per row of the tile) are loaded into registers first, so
+        # the eight nibbles unpacked from a word share one load. Measured on SwiftShader with
+        # SmolLM2-135M: decode GEMVs 196 -> 162 ms a token. Staging the activations and scales
+        # too was ~2x slower, and steps of a whole group (4 words) slower than one word.
+        staged = []
+        for index, region in enumerate(sch.get(block).reads):
+            if region.source.dtype != "uint32":
+                continue
+            staged_block = sch.cache_read(block, index, "local")
+            sch.compute_at(staged_block, ko, preserve_unit_loops=True)
+            staged.append(staged_block)
         local = sch.cache_write(block, 0, "local")
         sch.reverse_compute_at(local, nt, preserve_unit_loops=True)
         for epilogue in epilogues:
@@ -132,7 +143,10 @@ class RegisterMatmul(_Rule):
         init = sch.decompose_reduction(block, ko)
         # Every loop over the register tile is unrolled: a dynamically indexed accumulator array
         # would live in memory on SwiftShader, not in registers.
-        for loop in (ki, ni, *sch.get_loops(init)[3:], *sch.get_loops(local)[3:]):
+        loops = [ki, ni, *sch.get_loops(init)[3:], *sch.get_loops(local)[3:]]
+        for staged_block in staged:
+            loops += sch.get_loops(staged_block)[4:]
+        for loop in loops:
             sch.unroll(loop)
         return sch
 
