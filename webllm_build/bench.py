@@ -110,7 +110,7 @@ def _raise(message: str) -> None:
 
 def run_microbenchmark(page: SitePage, options: BenchOptions) -> dict[str, Any]:
     text = MICROBENCH.read_text(encoding="utf-8")
-    source = text[text.index("async ("):].rstrip().rstrip(";")
+    source = text[text.index("async (") :].rstrip().rstrip(";")
     settings = {"bandwidthBytes": options.bandwidth_bytes, "minMs": options.microbench_min_ms}
     return evaluate(page.page, page.log, source, settings)
 
@@ -142,8 +142,13 @@ def _bench_model(
     memory: list[float | None] = []
     peak: list[float | None] = []
     per_prompt: dict[int, dict[str, list]] = {
-        t: {"prompt_tokens": [], "ttft_s": [], "prefill_tokens_per_s": [], "decode_tokens_per_s": [],
-            "completion_tokens": []}
+        t: {
+            "prompt_tokens": [],
+            "ttft_s": [],
+            "prefill_tokens_per_s": [],
+            "decode_tokens_per_s": [],
+            "completion_tokens": [],
+        }
         for t in options.prompt_tokens
     }
     errors: list[str] = []

@@ -277,8 +277,8 @@ def compare(expected: Expected, actual: Expected, tolerance: float) -> list[str]
     if diverge is not None:
         problems.append(
             f"tokens differ from index {diverge} (expected {len(want)} tokens, got {len(got)}):\n"
-            f"    expected ids[{diverge}:]: {want[diverge:diverge + 8]}\n"
-            f"    actual   ids[{diverge}:]: {got[diverge:diverge + 8]}\n"
+            f"    expected ids[{diverge}:]: {want[diverge : diverge + 8]}\n"
+            f"    actual   ids[{diverge}:]: {got[diverge : diverge + 8]}\n"
             f"    expected text: {_short(expected.text)}\n"
             f"    actual text:   {_short(actual.text)}"
         )

@@ -188,9 +188,7 @@ class SitePage:
         chunks = raw.get("chunks", [])
         content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
         logprobs = [
-            entry
-            for c in chunks
-            for entry in ((c["choices"][0].get("logprobs") or {}).get("content") or [])
+            entry for c in chunks for entry in ((c["choices"][0].get("logprobs") or {}).get("content") or [])
         ]
         finals = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]]
         usages = [c["usage"] for c in chunks if c.get("usage")]
