@@ -84,7 +84,6 @@ def test_compare_prints_ratios(report):
 
 
 def test_plot(report, tmp_path):
-    pytest.importorskip("matplotlib")
     plot_report(report, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
