@@ -63,6 +63,7 @@ LIBRARY_SOURCES = (
     "compiler/pipeline.py",
     "compiler/schedules.py",
     "compiler/attention.py",
+    "compiler/q4_matmul.py",
     "compiler/link.py",
 )
 

@@ -100,22 +100,24 @@ def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
                     T.reads()
                     T.writes()
                     acc = T.sblock_alloc_buffer((d,), "float32", scope="local")
+                    q_local = T.sblock_alloc_buffer((d,), "float32", scope="local")
                     state = T.sblock_alloc_buffer((3,), "float32", scope="local")  # max, sum, score
                     first: T.let[T.int32] = page_indptr[b]
                     num_pages: T.let[T.int32] = page_indptr[b + 1] - first
                     length: T.let[T.int32] = T.Select(
                         num_pages > 0, (num_pages - 1) * page_size + last_page_len[b], 0
                     )
-                    for i in T.serial(d):
+                    for i in T.unroll(d):
                         acc[i] = T.float32(0)
+                        q_local[i] = T.Cast("float32", q[b, h, i])
                     state[0] = T.float32(NEG_LARGE)
                     state[1] = T.float32(0)
                     for pos in T.serial(length):
                         page: T.let[T.int32] = page_values[first + pos // page_size]
                         slot: T.let[T.int32] = pos % page_size
                         state[2] = T.float32(0)
-                        for i in T.serial(d):
-                            state[2] = state[2] + T.Cast("float32", q[b, h, i]) * T.Cast(
+                        for i in T.unroll(d):
+                            state[2] = state[2] + q_local[i] * T.Cast(
                                 "float32", pages[page, 0, h // group, slot, i]
                             )
                         state[2] = state[2] * sm_scale * T.float32(log2e)
@@ -124,11 +126,11 @@ def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
                         weight: T.let[T.float32] = T.exp2(state[2] - new_max)
                         state[1] = state[1] * rescale + weight
                         state[0] = new_max
-                        for i in T.serial(d):
+                        for i in T.unroll(d):
                             acc[i] = acc[i] * rescale + weight * T.Cast(
                                 "float32", pages[page, 1, h // group, slot, i]
                             )
-                    for i in T.serial(d):
+                    for i in T.unroll(d):
                         output[b, h, i] = T.Cast(dtype, acc[i] / T.max(state[1], T.float32(1e-30)))
                     lse[b, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
 
@@ -190,6 +192,7 @@ def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16)
                         T.reads()
                         T.writes()
                         acc = T.sblock_alloc_buffer((d,), "float32", scope="local")
+                        q_local = T.sblock_alloc_buffer((d,), "float32", scope="local")
                         state = T.sblock_alloc_buffer((3,), "float32", scope="local")  # max, sum, score
                         # Rows of other sequences are another (row, b) pair's work.
                         if q_indptr[b] <= row and row < q_indptr[b + 1]:
@@ -203,16 +206,17 @@ def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16)
                             visible: T.let[T.int32] = T.Select(
                                 causal > 0, T.min(kv_len, kv_len - qo_len + (row - q_indptr[b]) + 1), kv_len
                             )
-                            for i in T.serial(d):
+                            for i in T.unroll(d):
                                 acc[i] = T.float32(0)
+                                q_local[i] = T.Cast("float32", q[row, h, i])
                             state[0] = T.float32(NEG_LARGE)
                             state[1] = T.float32(0)
                             for pos in T.serial(visible):
                                 page: T.let[T.int32] = page_values[first + pos // page_size]
                                 slot: T.let[T.int32] = pos % page_size
                                 state[2] = T.float32(0)
-                                for i in T.serial(d):
-                                    state[2] = state[2] + T.Cast("float32", q[row, h, i]) * T.Cast(
+                                for i in T.unroll(d):
+                                    state[2] = state[2] + q_local[i] * T.Cast(
                                         "float32", pages[page, 0, h // group, slot, i]
                                     )
                                 state[2] = state[2] * sm_scale * T.float32(log2e)
@@ -221,11 +225,11 @@ def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16)
                                 weight: T.let[T.float32] = T.exp2(state[2] - new_max)
                                 state[1] = state[1] * rescale + weight
                                 state[0] = new_max
-                                for i in T.serial(d):
+                                for i in T.unroll(d):
                                     acc[i] = acc[i] * rescale + weight * T.Cast(
                                         "float32", pages[page, 1, h // group, slot, i]
                                     )
-                            for i in T.serial(d):
+                            for i in T.unroll(d):
                                 output[row, h, i] = T.Cast(dtype, acc[i] / T.max(state[1], T.float32(1e-30)))
                             lse[row, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
 
@@ -279,6 +283,7 @@ def _prefill_ragged(h_kv: int, h_q: int, d: int, dtype: str):
                         T.reads()
                         T.writes()
                         acc = T.sblock_alloc_buffer((d,), "float32", scope="local")
+                        q_local = T.sblock_alloc_buffer((d,), "float32", scope="local")
                         state = T.sblock_alloc_buffer((3,), "float32", scope="local")  # max, sum, score
                         # Rows of other sequences are another (row, b) pair's work.
                         if q_indptr[b] <= row and row < q_indptr[b + 1]:
@@ -288,14 +293,15 @@ def _prefill_ragged(h_kv: int, h_q: int, d: int, dtype: str):
                             visible: T.let[T.int32] = T.Select(
                                 causal > 0, T.min(kv_len, kv_len - qo_len + (row - q_indptr[b]) + 1), kv_len
                             )
-                            for i in T.serial(d):
+                            for i in T.unroll(d):
                                 acc[i] = T.float32(0)
+                                q_local[i] = T.Cast("float32", q[row, h, i])
                             state[0] = T.float32(NEG_LARGE)
                             state[1] = T.float32(0)
                             for pos in T.serial(visible):
                                 state[2] = T.float32(0)
-                                for i in T.serial(d):
-                                    state[2] = state[2] + T.Cast("float32", q[row, h, i]) * T.Cast(
+                                for i in T.unroll(d):
+                                    state[2] = state[2] + q_local[i] * T.Cast(
                                         "float32", k[kv_first + pos, h // group, i]
                                     )
                                 state[2] = state[2] * sm_scale * T.float32(log2e)
@@ -304,11 +310,11 @@ def _prefill_ragged(h_kv: int, h_q: int, d: int, dtype: str):
                                 weight: T.let[T.float32] = T.exp2(state[2] - new_max)
                                 state[1] = state[1] * rescale + weight
                                 state[0] = new_max
-                                for i in T.serial(d):
+                                for i in T.unroll(d):
                                     acc[i] = acc[i] * rescale + weight * T.Cast(
                                         "float32", v[kv_first + pos, h // group, i]
                                     )
-                            for i in T.serial(d):
+                            for i in T.unroll(d):
                                 output[row, h, i] = T.Cast(dtype, acc[i] / T.max(state[1], T.float32(1e-30)))
                             lse[row, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
 

@@ -19,6 +19,8 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline
 from tvm.target import Target
 
+from webllm_build.compiler.q4_matmul import q4_matmul_kernel
+
 SCHEDULE_CLASSES = ("gpu", "cpu-emulated")
 # Both by default: a site then runs GPU kernels on GPUs and stays usable in headless CI
 # (SwiftShader), at the cost of a second link per model.
@@ -58,7 +60,7 @@ def schedule_pass(schedule_class: str):
         return dl.ApplyDefaultSchedule(
             dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
         )
-    return dl.ApplyDefaultSchedule(RegisterMatmul(), RowReduction(), dl.gpu.Fallback())
+    return dl.ApplyDefaultSchedule(HandWrittenQ4Matmul(), RegisterMatmul(), RowReduction(), dl.gpu.Fallback())
 
 
 class _Rule(dl.ScheduleRule):
@@ -74,6 +76,16 @@ class _Rule(dl.ScheduleRule):
 
     def schedule(self, sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
         raise NotImplementedError
+
+
+class HandWrittenQ4Matmul(dl.ScheduleRule):
+    """4-bit matmuls (with fused elementwise epilogues) become compiler/q4_matmul.py's kernel."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or "tirx.is_scheduled" in func.attrs:
+            return None
+        kernel = q4_matmul_kernel(func)
+        return s_tir.Schedule(kernel) if kernel is not None else None
 
 
 def _static(extent) -> int | None:
