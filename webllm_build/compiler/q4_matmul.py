@@ -31,13 +31,15 @@ from tvm.ir import expr as ir_expr
 from tvm.script import tirx as T
 from tvm.target import Target
 
-# Per thread: ROWS output rows of TOKENS tokens, THREADS threads a workgroup. Measured on
+# Per thread: `rows` output rows of `tokens` tokens, THREADS threads a workgroup. Measured on
 # SwiftShader (ms per call, SmolLM2 shapes): decoding one token, 32 rows x 4 threads beat 8x8,
-# 16x4, 16x8, 24x4, 48x4 and 64x4 (gate/up 0.86 against 0.88-1.09); 2 threads leave half of
-# a 4-lane SIMD group idle (2x slower). For a 39-token prefill, 16 rows x 4 tokens (weights
-# unpacked once for 4 tokens) took 22.7 ms for gate/up against 31.6 for 32 x 1 and 26-28 for
-# 16x2, 8x4 and 8x8.
-DECODE_TILE = (32, 1)
+# 16x4, 16x8, 24x4, 48x4 and 64x4 on a cached 3072 x 576 GEMV (0.86 against 0.88-1.09); 2
+# threads leave half of a 4-lane SIMD group idle (2x slower). In the model, where weights stream
+# from memory, 16 rows did as well or better wherever 32 would leave a partial workgroup (N of
+# 576 or 960: 7.1 against 9.2 ms a token for o_proj), so rows are the largest of DECODE_ROWS
+# that tiles N exactly. For a 39-token prefill, 16 rows x 4 tokens (weights unpacked once for
+# 4 tokens) took 22.7 ms for gate/up against 31.6 for 32 x 1 and 26-28 for 16x2, 8x4 and 8x8.
+DECODE_ROWS = (32, 16, 8)
 PREFILL_TILE = (16, 4)
 THREADS = 4
 NIBBLES = 8  # 4-bit values per uint32 word
@@ -195,7 +197,11 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     words_per_group = reduce_len // groups // NIBBLES
     lead = list(out.shape[:-1])
     tokens_total = math.prod(lead) if all(isinstance(e, tirx.IntImm) for e in lead) else None
-    rows, tokens = DECODE_TILE if tokens_total == 1 else PREFILL_TILE
+    if tokens_total == 1:
+        exact = [r for r in DECODE_ROWS if rows_total % (r * THREADS) == 0]
+        rows, tokens = (exact[0] if exact else DECODE_ROWS[0]), 1
+    else:
+        rows, tokens = PREFILL_TILE
     token_count = lead[0]
     for extent in lead[1:]:
         token_count = token_count * extent
