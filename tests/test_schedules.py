@@ -6,6 +6,8 @@ the cpu-emulated kernels really avoid what is slow on an emulator (workgroup mem
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import tvm
 from tvm import relax
@@ -47,6 +49,20 @@ def test_cpu_emulated_kernels_use_no_workgroup_memory(seq_len):
     wgsl = _wgsl("cpu-emulated", seq_len)
     assert "var<workgroup>" not in wgsl
     assert "workgroupBarrier" not in wgsl
+
+
+@pytest.mark.parametrize("seq_len", [1, "seq_len"])
+def test_cpu_emulated_4bit_matmuls_are_the_hand_written_kernel(seq_len):
+    wgsl = _wgsl("cpu-emulated", seq_len)
+    kernels = re.split(r"^fn ", wgsl, flags=re.M)[1:]
+    matmuls = [k for k in kernels if "dequantize_matmul" in k.split("(")[0]]
+    # RMSNorm, the first projection, the second with the residual add folded into its store.
+    assert len(kernels) == 3 and len(matmuls) == 2
+    assert "add" in matmuls[1].split("(")[0]
+    for kernel in matmuls:
+        # Nibbles are masked in place (q * 16^b), never shifted down and masked.
+        assert "(15u<<4u)" in kernel and ">> 28u" in kernel.replace(">>28u", ">> 28u")
+        assert not re.search(r">>\s*4u\)\s*&\s*15u", kernel)
 
 
 def test_gpu_class_keeps_the_gpu_schedules():
