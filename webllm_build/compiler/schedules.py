@@ -5,10 +5,11 @@
   workgroup's invocations are executed 4 at a time (SIMD lanes) on one CPU thread and workgroups
   are spread over the CPU threads. There, workgroup memory and barriers are expensive (each
   barrier splits the shader into coroutines) and cross-thread reductions buy nothing, so every
-  invocation owns whole outputs: a matmul thread keeps a register tile of rows x tokens and
-  walks the reduction axis alone, dequantizing 4-bit weights on the fly; a row-wise reduction
-  (RMSNorm, softmax) is one thread per row. Workgroups stay small (64 rows of a matmul), which
-  measured several times faster on SwiftShader than larger ones.
+  invocation owns whole outputs: a 4-bit matmul becomes the hand-written kernel of
+  compiler/q4_matmul.py; any other matmul thread keeps a scheduled register tile of rows and
+  walks the reduction axis alone; a row-wise reduction (RMSNorm, softmax) is one thread per
+  row. Workgroups stay small (64-128 rows of a matmul), which measured several times faster on
+  SwiftShader than larger ones.
 """
 
 from __future__ import annotations
