@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 from tvm.ir import expr as ir_expr
 from tvm.script import tirx as T
-from tvm.target import Target
 
 # Per thread: `rows` output rows of `tokens` tokens, THREADS threads a workgroup. Measured on
 # SwiftShader (ms per call, SmolLM2 shapes): decoding one token, 32 rows x 4 threads beat 8x8,
@@ -94,7 +93,8 @@ def _rewrite(expr, replace):
         args = [_rewrite(a, replace) for a in expr.args]
         return ir_expr.Call(expr.op, args, expr.attrs, expr.ty_args, ret_ty=expr.ty)
     if isinstance(expr, tirx.Select):
-        return tirx.Select(*(_rewrite(e, replace) for e in (expr.condition, expr.true_value, expr.false_value)))
+        parts = (expr.condition, expr.true_value, expr.false_value)
+        return tirx.Select(*(_rewrite(e, replace) for e in parts))
     if hasattr(expr, "a") and hasattr(expr, "b"):  # Add, Mul, Max, LT, And, ...
         return type(expr)(_rewrite(expr.a, replace), _rewrite(expr.b, replace))
     raise _Unsupported(type(expr).__name__)
@@ -150,7 +150,7 @@ def _epilogue(match: _Match, value, indices: list):
     produced = [(match.matmul, value)]
     for block in match.epilogues:
         iter_vars = [iv.var for iv in block.iter_vars]
-        at = dict(zip(iter_vars, indices))
+        at = dict(zip(iter_vars, indices, strict=True))
 
         def replace(node, at=at, iter_vars=iter_vars):
             if isinstance(node, ir_expr.TensorLoad):
@@ -158,7 +158,7 @@ def _epilogue(match: _Match, value, indices: list):
                 if source is None:
                     return None
                 if len(node.indices) != len(iter_vars) or not all(
-                    i.same_as(v) for i, v in zip(node.indices, iter_vars)
+                    i.same_as(v) for i, v in zip(node.indices, iter_vars, strict=True)
                 ):
                     raise _Unsupported("an intermediate read at another element")
                 return source
@@ -231,8 +231,17 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     # Raises _Unsupported here, not from inside the TVMScript parser (which would wrap it).
     _epilogue(match, tirx.const(0.0, matmul_dtype), [tirx.IntImm("int64", 0)] * len(out.shape))
 
-    def row_of(block, thread, i):
-        return tirx.min(block * (rows * THREADS) + thread * rows + i, rows_total - 1)
+    def token_at(block_y, u):
+        return block_y * tokens + u
+
+    def row_at(block_x, thread, i):
+        return block_x * (rows * THREADS) + thread * rows + i
+
+    def row_of(block_x, thread, i):  # clamped: the partial last workgroup loads in bounds
+        return tirx.min(row_at(block_x, thread, i), rows_total - 1)
+
+    def k_at(g, j, b):
+        return (g * words_per_group + j) * NIBBLES + b
 
     def result(token, row, acc):
         return _epilogue(match, tirx.Cast(matmul_dtype, acc), [*_unravel(token, lead), row])
@@ -264,7 +273,7 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
                             for i in T.unroll(rows):
                                 acc[u, i] = T.float32(0)
                         for u in T.unroll(tokens):
-                            x_start[u] = T.min(by * tokens + u, token_count - 1) * reduce_len
+                            x_start[u] = T.min(token_at(by, u), token_count - 1) * reduce_len
                         for g in T.serial(groups):
                             for u in T.unroll(tokens):
                                 x_sum[u] = T.float32(0)
@@ -273,7 +282,7 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
                             for j in T.serial(words_per_group):
                                 for u in T.unroll(tokens):
                                     for b in T.unroll(NIBBLES):
-                                        x_word[u, b] = T.Cast("float32", x_flat[x_start[u] + (g * words_per_group + j) * NIBBLES + b])
+                                        x_word[u, b] = T.Cast("float32", x_flat[x_start[u] + k_at(g, j, b)])
                                         x_sum[u] = x_sum[u] + x_word[u, b]
                                         x_word[u, b] = x_word[u, b] * _prescale(b)
                                 for i in T.unroll(rows):
@@ -288,9 +297,9 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
                                     acc[u, i] = acc[u, i] + s[0] * (part[u, i] - offset * x_sum[u])
                         for u in T.unroll(tokens):
                             for i in T.unroll(rows):
-                                if by * tokens + u < token_count and bx * (rows * THREADS) + tx * rows + i < rows_total:
-                                    out_flat[(by * tokens + u) * rows_total + bx * (rows * THREADS) + tx * rows + i] = result(
-                                        by * tokens + u, bx * (rows * THREADS) + tx * rows + i, acc[u, i]
+                                if token_at(by, u) < token_count and row_at(bx, tx, i) < rows_total:
+                                    out_flat[token_at(by, u) * rows_total + row_at(bx, tx, i)] = result(
+                                        token_at(by, u), row_at(bx, tx, i), acc[u, i]
                                     )
 
     return func.with_body(kernel.body)
