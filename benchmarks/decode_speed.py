@@ -27,22 +27,18 @@ NEW_TOKENS = 64
 RUNS = 3
 
 # Runs prefill and `steps` greedy decodes on window.model, each timed after its GPU work ends.
+# Greedy runs as the engine runs it at temperature 0: the GPU picks each token, one id comes back.
 RUN_SCRIPT = """async ([ids, steps]) => {
-  const argmax = (a) => { let b = 0; for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i; return b; };
   model.reset();
   const t0 = performance.now();
-  let logits = await model.prefill(ids);
+  const tokens = [await model.prefillGreedy(ids)];
   const t1 = performance.now();
-  const tokens = [];
-  for (let i = 0; i < steps; i++) {
-    tokens.push(argmax(logits));
-    logits = await model.decode(tokens[tokens.length - 1]);
-  }
+  for (let i = 0; i < steps; i++) tokens.push(await model.decodeGreedy(tokens[tokens.length - 1]));
   const t2 = performance.now();
-  return {prefill_ms: t1 - t0, decode_ms: t2 - t1, tokens};
+  return {prefill_ms: t1 - t0, decode_ms: t2 - t1, tokens: tokens.slice(0, steps)};
 }"""
 
-PREFILL_ONLY = "async (ids) => { model.reset(); await model.prefill(ids); }"
+PREFILL_ONLY = "async (ids) => { model.reset(); await model.prefillGreedy(ids); }"
 
 # Kernel name -> family; first match wins.
 FAMILIES = [
@@ -52,6 +48,7 @@ FAMILIES = [
     ("rms_norm", r"rms_norm"),
     ("silu*mul", r"silu"),
     ("embedding", r"embed"),
+    ("greedy argmax", r"argmax"),
 ]
 
 
@@ -103,10 +100,10 @@ def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
             profiling.reset(model.page, model.log, timing=False)
             evaluate(model.page, model.log, PREFILL_ONLY, ids)
             prefill_profile = profiling.collect(model.page, model.log)
-            evaluate(model.page, model.log, "async (t) => { await model.decode(t); }", runs[0]["tokens"][0])
+            evaluate(model.page, model.log, "async (t) => { await model.decodeGreedy(t); }", runs[0]["tokens"][0])
             decode_profile = profiling.collect(model.page, model.log)
             profiling.reset(model.page, model.log, timing=True)
-            evaluate(model.page, model.log, "async (t) => { await model.decode(t); }", runs[0]["tokens"][1])
+            evaluate(model.page, model.log, "async (t) => { await model.decodeGreedy(t); }", runs[0]["tokens"][1])
             decode_timed = profiling.collect(model.page, model.log)
             evaluate(model.page, model.log, PREFILL_ONLY, ids)
             prefill_timed = profiling.collect(model.page, model.log)

@@ -111,6 +111,43 @@ def test_quantized_phi_matches_transformers_on_dequantized_weights(tiny_site, br
         logits = model.decode(sequence[-1])
 
 
+# The library's `argmax` on logits uploaded from the page (what Model.greedy runs on its own logits).
+GPU_ARGMAX = """async (values) => {
+  const { tvm, device, vm } = model.lib;
+  tvm.beginScope();
+  try {
+    const logits = tvm.empty([1, 1, values.length], "float32", device).copyFrom(Float32Array.from(values));
+    const token = tvm.empty([1], "int32", tvm.cpu()).copyFrom(vm.getFunction("argmax")(logits));
+    await device.sync();
+    return token.toArray()[0];
+  } finally {
+    tvm.endScope();
+  }
+}"""
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_gpu_argmax_picks_numpys_token_ties_to_the_lowest_id(tiny_site, browser, schedule):
+    """Greedy decoding reads back only the token the GPU picks; it must be numpy's argmax.
+
+    The vocabulary (512) spans two strided passes of the 256-thread workgroup, so ties inside
+    one thread (3 / 259) and across threads, where the lower id sits in the higher thread
+    (200 / 300), are both decided.
+    """
+    url, _ = tiny_site
+    model = _loaded(browser, url, "llama", schedule)
+    rng = np.random.default_rng(0)
+    cases = [rng.standard_normal(512).astype(np.float32) for _ in range(3)]
+    cases.append(np.zeros(512, np.float32))
+    for ties in ([3, 259], [200, 300], [511], [0, 511], [257, 40, 300]):
+        values = rng.standard_normal(512).astype(np.float32)
+        values[ties] = 9.0
+        cases.append(values)
+    for values in cases:
+        expected = int(np.argmax(values))
+        assert evaluate(model.page, model.log, GPU_ARGMAX, values.tolist()) == expected
+
+
 def test_fallback_adapter_gets_the_cpu_emulated_library(tiny_site, browser):
     url, _ = tiny_site
     model = PageModel.loaded(browser, url, "llama")

@@ -203,6 +203,20 @@ def test_softmax_with_temperature_matches_numpy(builds):
         np.testing.assert_allclose(probs.reshape(-1), expected, atol=1e-6)
 
 
+def test_argmax_matches_numpy_ties_to_the_lowest_id(builds):
+    """The greedy token the library picks on the device (the CPU build's loop; the WebGPU
+    workgroup kernel is checked in test_browser_models)."""
+    import tvm
+
+    model = CpuModel(builds.compiled("llama-gqa", "q0f32", prefill_chunk=4))
+    logits = model.prefill([5, 17, 42, 7]).astype(np.float32)
+    tied = logits.copy()
+    tied[[9, 3, 200]] = logits.max() + 1
+    for values in (logits, tied, np.zeros_like(logits), -np.arange(logits.size, dtype=np.float32)):
+        token = model.vm["argmax"](tvm.runtime.tensor(values.reshape(1, 1, -1))).numpy()
+        assert token.dtype == np.int32 and token.tolist() == [int(np.argmax(values))]
+
+
 # --- 2. chunked prefill ---------------------------------------------------------------------------
 
 

@@ -322,9 +322,15 @@ export class Engine {
         return { id, object: "chat.completion.chunk" as const, created, model: this.modelId, choices: [withLogprobs] };
       };
 
+      // Plain greedy replies never need the logits on the CPU: the GPU picks each token and
+      // only its id comes back. Penalties, temperature and logprobs need the whole vector.
+      const onGpu = params.temperature <= 0 && params.repetitionPenalty === 1 && !request.logprobs;
+      let logits: Float32Array = new Float32Array();
+      let gpuToken = -1;
       const t0 = performance.now();
       const newIds = promptIds.slice(keep);
-      let logits = await model.prefill(newIds);
+      if (onGpu) gpuToken = await model.prefillGreedy(newIds);
+      else logits = await model.prefill(newIds);
       this.cached.push(...newIds);
       const prefillSeconds = (performance.now() - t0) / 1000;
 
@@ -340,7 +346,7 @@ export class Engine {
           finish = "abort";
           break;
         }
-        const token = sampleToken(logits, params, [...promptIds, ...generated], random);
+        const token = onGpu ? gpuToken : sampleToken(logits, params, [...promptIds, ...generated], random);
         generated.push(token);
         if (request.logprobs) logprobs.push(tokenLogprobs(logits, token, topK, describe));
         if (!request.ignore_eos && config.eos_token_ids.includes(token)) {
@@ -363,7 +369,8 @@ export class Engine {
           yield chunk({ content: ready }, null);
         }
         if (generated.length < budget) {
-          logits = await model.decode(token);
+          if (onGpu) gpuToken = await model.decodeGreedy(token);
+          else logits = await model.decode(token);
           this.cached.push(token);
         }
       }

@@ -3,7 +3,6 @@
 
 import * as tvmjs from "@mlc-ai/web-runtime";
 import { EngineError, loadLibrary, type LoadedLibrary } from "./library";
-import { argmax } from "./sampling";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 import { probeWebGPU } from "./webgpu";
 
@@ -130,7 +129,12 @@ export class Model {
     this.length = 0;
   }
 
-  private async forward(fn: "prefill" | "decode", ids: number[]): Promise<Float32Array> {
+  // Runs `fn` on `ids`; `read` turns the last position's logits, still on the GPU, into the result.
+  private async forward<T>(
+    fn: "prefill" | "decode",
+    ids: number[],
+    read: (logits: tvmjs.Tensor) => Promise<T>,
+  ): Promise<T> {
     const { tvm, device, vm } = this.lib;
     if (this.length + ids.length > this.config.context_window) {
       throw new EngineError(
@@ -149,15 +153,31 @@ export class Model {
       );
       const result = vm.getFunction(fn)(embed, this.kvCache!, this.params) as tvmjs.TVMArray;
       tvm.getGlobalFunc("vm.builtin.kv_state_end_forward")(this.kvCache!);
-      const logits = result.get(0) as tvmjs.Tensor;
-      const host = tvm.empty(logits.shape, "float32", tvm.cpu()).copyFrom(logits);
-      await device.sync();
+      const value = await read(result.get(0) as tvmjs.Tensor);
       this.length += ids.length;
-      return host.toArray() as Float32Array;
+      return value;
     } finally {
       tvm.endScope();
     }
   }
+
+  // The whole logits vector, for sampling, penalties and logprobs on the CPU.
+  private readonly readLogits = async (logits: tvmjs.Tensor): Promise<Float32Array> => {
+    const { tvm, device } = this.lib;
+    const host = tvm.empty(logits.shape, "float32", tvm.cpu()).copyFrom(logits);
+    await device.sync();
+    return host.toArray() as Float32Array;
+  };
+
+  // The greedy token, picked on the GPU (the library's `argmax`): 4 bytes come back, not the
+  // vocabulary's logits. Ties go to the lowest id, as `argmax` in sampling.ts.
+  private readonly readArgmax = async (logits: tvmjs.Tensor): Promise<number> => {
+    const { tvm, device, vm } = this.lib;
+    const token = vm.getFunction("argmax")(logits) as tvmjs.Tensor;
+    const host = tvm.empty([1], "int32", tvm.cpu()).copyFrom(token);
+    await device.sync();
+    return (host.toArray() as Int32Array)[0];
+  };
 
   // Forgets the last `n` tokens, so a conversation can continue from an earlier point.
   popTokens(n: number): void {
@@ -171,26 +191,42 @@ export class Model {
     this.length -= n;
   }
 
-  // Feeds `ids` in prefill-chunk pieces; returns the last position's logits.
-  async prefill(ids: number[]): Promise<Float32Array> {
-    let logits: Float32Array = new Float32Array();
-    for (let start = 0; start < ids.length; start += this.config.prefill_chunk) {
-      logits = await this.forward("prefill", ids.slice(start, start + this.config.prefill_chunk));
+  // Feeds `ids` in prefill-chunk pieces; `read` gets the last chunk's logits.
+  private async prefillWith<T>(ids: number[], read: (logits: tvmjs.Tensor) => Promise<T>): Promise<T> {
+    if (ids.length === 0) throw new EngineError("empty-input", "Prefill needs at least one token.");
+    const chunk = this.config.prefill_chunk;
+    // Earlier chunks only fill the KV cache: nothing is read back, so the GPU never waits.
+    for (let start = 0; start + chunk < ids.length; start += chunk) {
+      await this.forward("prefill", ids.slice(start, start + chunk), async () => undefined);
     }
-    return logits;
+    const last = Math.max(0, Math.ceil(ids.length / chunk) - 1) * chunk;
+    return this.forward("prefill", ids.slice(last), read);
+  }
+
+  // The last position's logits after feeding `ids`.
+  prefill(ids: number[]): Promise<Float32Array> {
+    return this.prefillWith(ids, this.readLogits);
   }
 
   decode(token: number): Promise<Float32Array> {
-    return this.forward("decode", [token]);
+    return this.forward("decode", [token], this.readLogits);
+  }
+
+  // The greedy next token after feeding `ids`, chosen on the GPU.
+  prefillGreedy(ids: number[]): Promise<number> {
+    return this.prefillWith(ids, this.readArgmax);
+  }
+
+  decodeGreedy(token: number): Promise<number> {
+    return this.forward("decode", [token], this.readArgmax);
   }
 
   async greedy(ids: number[], steps: number): Promise<number[]> {
-    let logits = await this.prefill(ids);
     const out: number[] = [];
-    for (let i = 0; i < steps; i++) {
-      out.push(argmax(logits));
-      if (this.config.eos_token_ids.includes(out[out.length - 1])) break;
-      logits = await this.decode(out[out.length - 1]);
+    if (steps <= 0) return out;
+    out.push(await this.prefillGreedy(ids));
+    while (out.length < steps && !this.config.eos_token_ids.includes(out[out.length - 1])) {
+      out.push(await this.decodeGreedy(out[out.length - 1]));
     }
     return out;
   }

@@ -1,7 +1,7 @@
 """What every decoder shares: the config, the paged KV cache, the exported functions.
 
 A model file defines its layers and `hidden_states(...)`; this base adds the functions the
-browser calls (embed, prefill, decode, create_paged_kv_cache, softmax_with_temperature) and
+browser calls (embed, prefill, decode, create_paged_kv_cache, softmax_with_temperature, argmax) and
 the export spec, so no model repeats them.
 """
 
@@ -19,6 +19,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedK
 from tvm.target import Target
 
 from webllm_build.errors import LoaderError
+from webllm_build.models.sampling import argmax_kernel
 
 
 @dataclass
@@ -92,6 +93,11 @@ class DecoderModel(nn.Module):
     def softmax_with_temperature(self, logits: Tensor, temperature: Tensor) -> Tensor:
         return op.softmax(logits / op.reshape(temperature, (1, 1, 1)), axis=-1)
 
+    def argmax(self, logits: Tensor) -> Tensor:
+        """The greedy token, picked on the device so only its id is read back (models/sampling.py)."""
+        kernel = argmax_kernel(self.config.vocab_size, self.target)
+        return op.tensor_ir_op(kernel, "argmax_kernel", [logits], Tensor.placeholder([1], "int32"))
+
     def create_paged_kv_cache(
         self,
         max_batch_size: tirx.Var,
@@ -159,6 +165,7 @@ class DecoderModel(nn.Module):
                 "temperature": nn.spec.Tensor([1], "float32"),
                 "$": no_params,
             },
+            "argmax": {"logits": nn.spec.Tensor([1, 1, c.vocab_size], "float32"), "$": no_params},
         }
 
 
