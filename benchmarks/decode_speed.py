@@ -39,6 +39,7 @@ RUN_SCRIPT = """async ([ids, steps]) => {
 }"""
 
 PREFILL_ONLY = "async (ids) => { model.reset(); await model.prefillGreedy(ids); }"
+DECODE_ONE = "async (t) => { await model.decodeGreedy(t); }"
 
 # Kernel name -> family; first match wins.
 FAMILIES = [
@@ -100,10 +101,10 @@ def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
             profiling.reset(model.page, model.log, timing=False)
             evaluate(model.page, model.log, PREFILL_ONLY, ids)
             prefill_profile = profiling.collect(model.page, model.log)
-            evaluate(model.page, model.log, "async (t) => { await model.decodeGreedy(t); }", runs[0]["tokens"][0])
+            evaluate(model.page, model.log, DECODE_ONE, runs[0]["tokens"][0])
             decode_profile = profiling.collect(model.page, model.log)
             profiling.reset(model.page, model.log, timing=True)
-            evaluate(model.page, model.log, "async (t) => { await model.decodeGreedy(t); }", runs[0]["tokens"][1])
+            evaluate(model.page, model.log, DECODE_ONE, runs[0]["tokens"][1])
             decode_timed = profiling.collect(model.page, model.log)
             evaluate(model.page, model.log, PREFILL_ONLY, ids)
             prefill_timed = profiling.collect(model.page, model.log)
