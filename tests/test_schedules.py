@@ -54,7 +54,7 @@ def test_cpu_emulated_kernels_use_no_workgroup_memory(seq_len):
 @pytest.mark.parametrize("seq_len", [1, "seq_len"])
 def test_cpu_emulated_4bit_matmuls_are_the_hand_written_kernel(seq_len):
     wgsl = _wgsl("cpu-emulated", seq_len)
-    kernels = re.split(r"^fn ", wgsl, flags=re.M)[1:]
+    kernels = [k for k in re.split(r"^fn ", wgsl, flags=re.M)[1:] if not k.startswith("to_word_major")]
     matmuls = [k for k in kernels if "dequantize_matmul" in k.split("(")[0]]
     # RMSNorm, the first projection, the second with the residual add folded into its store.
     assert len(kernels) == 3 and len(matmuls) == 2
@@ -63,6 +63,16 @@ def test_cpu_emulated_4bit_matmuls_are_the_hand_written_kernel(seq_len):
         # Nibbles are masked in place (q * 16^b), never shifted down and masked.
         assert "(15u<<4u)" in kernel and ">> 28u" in kernel.replace(">>28u", ">> 28u")
         assert not re.search(r">>\s*4u\)\s*&\s*15u", kernel)
+
+
+def test_cpu_emulated_relays_4bit_weights_read_only_by_the_hand_written_kernel():
+    """`prepare_params` relays each 4-bit weight word-major ([96, 8] and [64, 12] words here);
+    the gpu class's `prepare_params` relays nothing. (That the kernels then read the relaid
+    words correctly is the browser parity tests' job; Qwen2's tied embedding, read by a lookup
+    too, stays row-major there.)"""
+    relaid = sorted(re.findall(r"^fn (to_word_major_\w+?)_kernel", _wgsl("cpu-emulated", 1), flags=re.M))
+    assert relaid == ["to_word_major_64x12", "to_word_major_96x8"]
+    assert "to_word_major" not in _wgsl("gpu", 1)
 
 
 def test_gpu_class_keeps_the_gpu_schedules():

@@ -65,6 +65,7 @@ LIBRARY_SOURCES = (
     "compiler/attention.py",
     "compiler/q4_matmul.py",
     "compiler/link.py",
+    "compiler/weight_layout.py",
 )
 
 

@@ -44,7 +44,8 @@ class CpuModel:
             }
         else:
             tensors, _ = tvmjs.load_tensor_cache(str(directory), self.device)
-        self.params = [tensors[name] for name in self.config["param_names"]]
+        # The same loading protocol as the browser's (identity on a CPU build).
+        self.params = self.vm["prepare_params"]([tensors[name] for name in self.config["param_names"]])
         self._begin = tvm.get_global_func("vm.builtin.kv_state_begin_forward")
         self._end = tvm.get_global_func("vm.builtin.kv_state_end_forward")
         self.reset()

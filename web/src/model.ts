@@ -98,11 +98,14 @@ export class Model {
       largestBufferBytes: Math.max(0, ...tensors.map((t) => t.nbytes)),
       quantization: index.quantization,
     });
-    const { tvm, device } = lib;
+    const { tvm, device, vm } = lib;
     const loaded = await loadWeights(tvm, device, baseUrl, manifest, options);
-    const params = tvm.withNewScope(() =>
-      tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(config.param_names)),
-    );
+    // `prepare_params` gives the parameters the library's kernels read: the same tensors, or
+    // (cpu-emulated) some 4-bit weights relaid on the GPU (compiler/weight_layout.py).
+    const params = tvm.withNewScope(() => {
+      const cached = tvm.getParamsFromCacheByName(config.param_names);
+      return tvm.detachFromCurrentScope(vm.getFunction("prepare_params")(cached) as tvmjs.TVMObject);
+    });
     // The VM holds the parameters now; the by-name cache would keep a second reference alive.
     tvm.tensorCacheClear();
     const model = new Model(config, lib, params, manifest, loaded);

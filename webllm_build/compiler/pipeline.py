@@ -9,6 +9,7 @@ from tvm.target import Target
 
 from webllm_build.compiler.attention import AttentionShape, replace_attention
 from webllm_build.compiler.schedules import schedule_pass
+from webllm_build.compiler.weight_layout import add_prepare_params
 
 
 def model_pipeline(
@@ -21,6 +22,8 @@ def model_pipeline(
     For WebGPU, TVM's generic GPU pipeline is rebuilt with the TIR scheduling step of
     `schedule_class` (compiler/schedules.py) in place of its fixed dlight rules; `attention`
     (the KV cache's geometry) lets the cpu-emulated class replace the cache's attention kernels.
+    Every library exports `prepare_params` (compiler/weight_layout.py), which the cpu-emulated
+    class uses to relay 4-bit weights word-major once at load time.
     """
     if target.kind.name == "webgpu":
         default = _gpu_pipeline(target, schedule_class, attention)
@@ -31,6 +34,8 @@ def model_pipeline(
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         mod = relax.transform.FuseTransposeMatmul()(mod)
         mod = relax.transform.DeadCodeElimination()(mod)
+        if target.kind.name != "webgpu":
+            mod = add_prepare_params(mod, word_major=False)
         return default(mod)
 
     return pipeline
@@ -47,10 +52,11 @@ def _gpu_pipeline(
         if schedule_class == "cpu-emulated" and attention is not None:
             mod = replace_attention(mod, attention)
         with target:
+            mod = tvm.transform.Sequential(gpu_generic.library_dispatch_passes(target) + legalize)(mod)
+            # After fusion, where the 4-bit matmuls and each weight's readers are known.
+            mod = add_prepare_params(mod, word_major=schedule_class == "cpu-emulated")
             return tvm.transform.Sequential(
-                gpu_generic.library_dispatch_passes(target)
-                + legalize
-                + [schedule_pass(schedule_class)]
+                [schedule_pass(schedule_class)]
                 + gpu_generic.dataflow_lower_passes(target)
                 + gpu_generic.finalize_passes(target)
             )(mod)

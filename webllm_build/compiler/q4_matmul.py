@@ -53,6 +53,8 @@ PREFILL_TILE = (16, 4)
 THREADS = 4
 NIBBLES = 8  # 4-bit values per uint32 word
 OFFSET = 7  # stored nibble = q + 7 (quantize.MAX_INT)
+# PrimFunc attribute: its packed weight arrives word-major (compiler/weight_layout.py).
+WORD_MAJOR_ATTR = "webllm.word_major_weight"
 
 
 @dataclass
@@ -206,7 +208,9 @@ def _prescale(b):
     return value
 
 
-def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+def build_kernel(match: _Match, func: tirx.PrimFunc, word_major: bool) -> tirx.PrimFunc | None:
+    """The kernel, reading the packed weight row-major ([N, K/8] words) or, when `word_major`,
+    as compiler/weight_layout.py lays it out at load time: word w of row n at w * N + n."""
     x, weight, scale, out = match.x, match.weight, match.scale, match.out
     rows_total, words = (int(e) for e in weight.shape)
     reduce_len = int(x.shape[-1])
@@ -235,10 +239,15 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         return block_y * tokens + u
 
     def row_at(block_x, thread, i):
-        return block_x * (rows * THREADS) + thread * rows + i
+        # Neighbouring threads own neighbouring rows: with word-major weights, the 4 lanes of a
+        # SIMD group read 4 adjacent words (row-major weights measured the same either way).
+        return block_x * (rows * THREADS) + i * THREADS + thread
 
     def row_of(block_x, thread, i):  # clamped: the partial last workgroup loads in bounds
         return tirx.min(row_at(block_x, thread, i), rows_total - 1)
+
+    def word_at(w, row):
+        return w * rows_total + row if word_major else row * words + w
 
     def k_at(g, j, b):
         return (g * words_per_group + j) * NIBBLES + b
@@ -259,6 +268,7 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
                         T.writes()
                         out_flat = T.decl_buffer((token_count * rows_total,), out.dtype, data=out.data)
                         x_flat = T.decl_buffer((token_count * reduce_len,), x.dtype, data=x.data)
+                        w_flat = T.decl_buffer((rows_total * words,), weight.dtype, data=weight.data)
                         # Where each token's activations start; past the last token, the last
                         # token's (loads stay in bounds, stores are skipped).
                         x_start = T.sblock_alloc_buffer((tokens,), "int32", scope="local")
@@ -286,7 +296,7 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
                                         x_sum[u] = x_sum[u] + x_word[u, b]
                                         x_word[u, b] = x_word[u, b] * _prescale(b)
                                 for i in T.unroll(rows):
-                                    word[0] = weight[row_of(bx, tx, i), g * words_per_group + j]
+                                    word[0] = w_flat[word_at(g * words_per_group + j, row_of(bx, tx, i))]
                                     for b in T.unroll(NIBBLES):
                                         q[0] = _nibble_times_power(word[0], b)
                                         for u in T.unroll(tokens):
@@ -306,9 +316,22 @@ def build_kernel(match: _Match, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
 
 
 def q4_matmul_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
-    """The hand-written kernel for a fused 4-bit matmul function, or None if it is not one."""
+    """The hand-written kernel for a fused 4-bit matmul function, or None if it is not one.
+
+    The weight is read word-major where compiler/weight_layout.py marked the function so.
+    """
     try:
         match = _match(func)
-        return build_kernel(match, func) if match is not None else None
+        word_major = bool(func.attrs and func.attrs.get(WORD_MAJOR_ATTR, False))
+        return build_kernel(match, func, word_major) if match is not None else None
     except _Unsupported:
         return None
+
+
+def weight_argument(func: tirx.PrimFunc) -> int | None:
+    """The position of the packed weight among `func`'s parameters, if the hand-written kernel
+    takes the function (so its weight may be laid out word-major)."""
+    if q4_matmul_kernel(func) is None:
+        return None
+    weight = _match(func).weight
+    return next(i for i, param in enumerate(func.params) if param.same_as(weight))

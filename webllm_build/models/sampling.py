@@ -16,7 +16,6 @@ from tvm.script import tirx as T
 from tvm.target import Target
 
 THREADS = 256  # WebGPU's guaranteed maxComputeInvocationsPerWorkgroup
-STEPS = THREADS.bit_length() - 1  # halvings of the tree reduction
 
 
 def argmax_kernel(vocab: int, target: Target) -> tvm.tirx.PrimFunc:
@@ -53,25 +52,19 @@ def _workgroup_argmax(vocab: int) -> tvm.tirx.PrimFunc:
                                 index[0] = at
                     best_value[tx] = value[0]
                     best_index[tx] = index[0]
-                    # value/index stay this thread's slot. Each halving reads, then writes,
-                    # with a barrier between, so TVM's barrier planner has none to add inside
-                    # a condition (it cannot).
-                    for step in T.unroll(STEPS):
-                        half: T.let[T.int32] = T.shift_right(THREADS, step + 1)
-                        T.tvm_storage_sync("shared")
-                        if tx < half:
-                            other_value[0] = best_value[tx + half]
-                            other_index[0] = best_index[tx + half]
-                        T.tvm_storage_sync("shared")
-                        if tx < half:
+                    # One barrier, then one thread walks the 256 partial results in thread
+                    # order. A tree would need 16 barriers; each costs more on an emulator
+                    # than the walk, and on a GPU the walk is a few microseconds.
+                    T.tvm_storage_sync("shared")
+                    if tx == 0:
+                        for other in T.serial(1, THREADS):
+                            other_value[0] = best_value[other]
+                            other_index[0] = best_index[other]
                             if other_value[0] > value[0] or (
                                 other_value[0] == value[0] and other_index[0] < index[0]
                             ):
                                 value[0] = other_value[0]
                                 index[0] = other_index[0]
-                            best_value[tx] = value[0]
-                            best_index[tx] = index[0]
-                    if tx == 0:
                         token[0] = index[0]
 
     return argmax_kernel
