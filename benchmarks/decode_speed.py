@@ -17,6 +17,7 @@ import platform
 import re
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -92,7 +93,9 @@ def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
         with serve_in_background(site) as url, launch_browser() as browser:
             model = PageModel(browser, url, "smollm2")
             profiling.install(model.page, model.log)
+            started = time.perf_counter()
             model.load_result = model.load()
+            load_s = time.perf_counter() - started
             if model.load_result["error"]:
                 raise SystemExit(f"load failed: {model.load_result['error']}\n{model.log.tail()}")
             adapter = evaluate(model.page, model.log, "webllm.probeWebGPU()")
@@ -120,6 +123,8 @@ def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
         "adapter": f"{adapter.get('vendor')} / {adapter.get('architecture')}",
         "fallback_adapter": adapter.get("isFallbackAdapter"),
         "model": f"{MODEL} q4f32_1",
+        # wasm instantiate, WebGPU pipelines (SwiftShader compiles every kernel here), weights.
+        "model_load_s": round(load_s, 2),
         "prompt_tokens": len(ids),
         "new_tokens": new_tokens,
         "prefill_tok_s": [round(x, 2) for x in prefill],

@@ -104,7 +104,12 @@ def _is_call_tir(value) -> bool:
 
 def _vars_in(value) -> list[relax.Var]:
     found: list[relax.Var] = []
-    relax.analysis.post_order_visit(value, lambda node: found.append(node) if isinstance(node, relax.Var) else None)
+
+    def visit(node) -> None:
+        if isinstance(node, relax.Var):
+            found.append(node)
+
+    relax.analysis.post_order_visit(value, visit)
     return found
 
 
@@ -119,7 +124,8 @@ def _with_prepare_params(mod: tvm.IRModule, params: tvm.ir.TupleType, relaid: se
                 if index in relaid:
                     rows, words = (int(e) for e in info.shape.values)
                     name = f"to_word_major_{rows}x{words}"
-                    kernel = builder.add_func(_to_word_major(rows, words).with_attr("global_symbol", name), name)
+                    relayout = _to_word_major(rows, words).with_attr("global_symbol", name)
+                    kernel = builder.add_func(relayout, name)
                     field = builder.emit(relax.call_tir(kernel, [field], info))
                 fields.append(field)
             output = builder.emit_output(relax.Tuple(fields))
