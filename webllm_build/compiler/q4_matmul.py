@@ -26,6 +26,19 @@ scheduled kernel.
 Not done, measured: computing the RMSNorm that precedes qkv and gate/up inside this kernel
 (every thread re-reads the row for its statistic) took 303 -> 243 dispatches per decoded token
 but cost more kernel time than it saved: decode 8.9 -> 8.2, prefill 25 -> 19 tokens/s.
+
+Not kept, measured (session 11, HeadlessChrome 156.0.8078.114): loading a row's 32 weights as
+one `vec4<u32>` instead of four `u32` loads. On SwiftShader a load whose address differs
+between lanes is a gather, and in a loads-only variant of this kernel the weight loads were
+two thirds of its time, so one load per 32 weights helps: with weights relaid 4-word-chunk-major,
+a 3072 x 576 GEMV took 0.90-0.99 against 1.04-1.27 ms. TVM 0.27 prints such a load as four
+scalar loads, so the WGSL array had to be retyped to `array<vec4<u32>>` by rewriting the
+lowered kernel's TVMScript before code generation. In the model (decode kernels only; prefill
+kept word loads), two alternating runs each: decode 8.95 / 9.41 against 8.17 / 8.43 tokens/s,
+prefill unchanged (17.9 / 18.6 against 17.1 / 18.1), but the whole model load 12.4 / 11.2
+against 10.6 / 9.9 s, because SwiftShader compiles the 4x larger unrolled loop body at every
+page load. A CI check that loads a model and generates a few dozen tokens pays more than it
+gains (break-even near 130 tokens), and the rewrite depends on how this TVM prints kernels.
 """
 
 from __future__ import annotations
