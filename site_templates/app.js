@@ -13,8 +13,17 @@ const ui = {
   progressText: $("progress-text"), error: $("error"), conversation: $("conversation"),
   composer: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
   newChat: $("new-chat"), stats: $("stats"), noWebGPU: $("no-webgpu"), noWebGPUReason: $("no-webgpu-reason"),
-  temperature: $("temperature"), topP: $("top-p"), maxTokens: $("max-tokens"),
+  settings: $("settings"), announcer: $("announcer"),
 };
+
+// The Sampling panel: each field's request key, its range and the words for a bad value.
+// Empty or out of range is an error shown next to the field, never a silent fallback.
+const SAMPLING_FIELDS = [
+  { input: $("temperature"), key: "temperature", min: 0, max: 2, message: "Temperature must be a number from 0 to 2." },
+  { input: $("top-p"), key: "top_p", min: 0.01, max: 1, message: "Top-p must be a number from 0.01 to 1." },
+  { input: $("max-tokens"), key: "max_tokens", min: 1, max: Infinity, integer: true,
+    message: "Max tokens must be a whole number, 1 or more." },
+];
 
 // What to tell the visitor for the engine's error codes; the engine's message follows.
 const ERROR_HINTS = {
@@ -136,6 +145,7 @@ function addMessage(role, text) {
   copy.type = "button";
   copy.className = "copy";
   copy.textContent = "Copy";
+  copy.setAttribute("aria-label", role === "user" ? "Copy message" : "Copy reply");
   copy.addEventListener("click", () => copyText(element.dataset.raw || "", copy));
   const body = document.createElement("div");
   element.append(copy, body);
@@ -162,7 +172,28 @@ async function copyText(text, button) {
   } catch {
     button.textContent = "Copy failed";
   }
+  announce(button.textContent === "Copied" ? "Copied to the clipboard." : "Copying failed.");
   setTimeout(() => (button.textContent = "Copy"), 1500);
+}
+
+// --- screen readers -----------------------------------------------------------------------------
+// The announcer is a polite live region. Each addition is read once, in order, so a streamed
+// reply is handed over a finished sentence at a time rather than at every redraw.
+
+function announce(text) {
+  const line = document.createElement("p");
+  line.textContent = text;
+  ui.announcer.append(line);
+}
+
+// Announces what `content` adds beyond `spoken` characters, up to its last finished sentence
+// (or all of it when `final`); returns the new count of spoken characters.
+function announceReply(content, spoken, final) {
+  const rest = content.slice(spoken);
+  const end = final ? rest.length : Math.max(...[". ", "! ", "? ", "\n"].map((mark) => rest.lastIndexOf(mark) + 1));
+  if (end <= 0 || !rest.slice(0, end).trim()) return final ? content.length : spoken;
+  announce(rest.slice(0, end).trim());
+  return spoken + end;
 }
 
 // --- loading ----------------------------------------------------------------------------------
@@ -221,8 +252,11 @@ async function loadSelected() {
   clearError();
   ui.load.disabled = true;
   ui.progress.hidden = false;
+  announce(`Loading ${entry.title}.`);
   try {
     await loadModel(entry.id);
+    announce(`${entry.title} is ready.`);
+    setBusy(); // enables the message box, which can only then take the focus
     ui.prompt.focus();
   } catch (error) {
     ui.progress.hidden = true;
@@ -243,25 +277,31 @@ async function loadSelected() {
 async function send() {
   const text = ui.prompt.value.trim();
   if (!text || generating || !loadedModel) return;
+  const sampling = samplingSettings();
+  if (!sampling) return;
   clearError();
   ui.prompt.value = "";
   messages.push({ role: "user", content: text });
   addMessage("user", text);
   const reply = addMessage("assistant", "");
+  reply.element.setAttribute("aria-busy", "true");
+  ui.announcer.replaceChildren();
   generating = true;
   setBusy();
   let content = "";
+  let spoken = 0;
   let tokens = 0;
   let first = 0;
   let pending = false;
   try {
-    const stream = await engine.chat.completions.create({ messages, stream: true, ...samplingSettings() });
+    const stream = await engine.chat.completions.create({ messages, stream: true, ...sampling });
     for await (const chunk of stream) {
       const delta = chunk.choices[0] && chunk.choices[0].delta.content;
       if (delta) {
         content += delta;
         tokens += 1;
         first = first || performance.now();
+        spoken = announceReply(content, spoken, false);
         // Re-render at most once per frame: markdown of a long reply is not free.
         if (!pending) {
           pending = true;
@@ -280,23 +320,47 @@ async function send() {
     showError(error);
   }
   setMessageText(reply, content);
+  reply.element.removeAttribute("aria-busy");
+  announceReply(content, spoken, true);
   // An interrupted reply is still part of the conversation the model has seen.
   messages.push({ role: "assistant", content });
   generating = false;
+  // Stop (now disabled) may have had the focus: give it back to the message box.
+  const focusLost = document.activeElement === ui.stop || document.activeElement === document.body;
   setBusy();
+  if (focusLost) ui.prompt.focus();
 }
 
-// The settings panel's values; a field left empty or invalid falls back to its default.
+// Checks one Sampling field, shows or clears its message; returns its value, or null if bad.
+function checkField(field) {
+  const value = field.input.valueAsNumber;
+  const ok =
+    field.input.value.trim() !== "" &&
+    Number.isFinite(value) &&
+    value >= field.min &&
+    value <= field.max &&
+    (!field.integer || Number.isInteger(value));
+  field.input.setAttribute("aria-invalid", String(!ok));
+  $(`${field.input.id}-error`).textContent = ok ? "" : field.message;
+  return ok ? value : null;
+}
+
+// The Sampling panel's values as request fields, or null after opening the panel and moving
+// the focus to the first bad field (its message is read with it).
 function samplingSettings() {
-  const number = (input, fallback) => {
-    const value = input.valueAsNumber;
-    return Number.isFinite(value) ? value : fallback;
-  };
-  return {
-    temperature: Math.max(0, number(ui.temperature, 0.7)),
-    top_p: Math.min(1, Math.max(0.01, number(ui.topP, 0.95))),
-    max_tokens: Math.max(1, Math.round(number(ui.maxTokens, 512))),
-  };
+  const settings = {};
+  let firstBad = null;
+  for (const field of SAMPLING_FIELDS) {
+    const value = checkField(field);
+    if (value === null) firstBad = firstBad || field.input;
+    else settings[field.key] = value;
+  }
+  if (firstBad) {
+    ui.settings.open = true;
+    firstBad.focus();
+    return null;
+  }
+  return settings;
 }
 
 function showStats(usage, tokens, first) {
@@ -312,6 +376,7 @@ async function newChat() {
   clearError();
   messages = [];
   ui.conversation.replaceChildren();
+  ui.announcer.replaceChildren();
   ui.stats.textContent = "";
   try {
     await engine.resetChat();
@@ -352,7 +417,20 @@ async function start() {
       send();
     }
   });
+  for (const field of SAMPLING_FIELDS) {
+    // A message appears once a value is committed, and goes as soon as the value is fixed.
+    field.input.addEventListener("change", () => checkField(field));
+    field.input.addEventListener("input", () => {
+      if (field.input.getAttribute("aria-invalid") === "true") checkField(field);
+    });
+  }
   ui.stop.addEventListener("click", () => engine && engine.interruptGenerate());
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && generating && engine) {
+      event.preventDefault();
+      engine.interruptGenerate();
+    }
+  });
   ui.newChat.addEventListener("click", newChat);
 
   if (!navigator.gpu) ui.noWebGPU.hidden = false;

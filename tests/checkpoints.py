@@ -9,6 +9,7 @@ returns its path; keyword overrides go straight into the config class:
     make_phi(tmp_path / "phi")                                     # phi-1.5/phi-2, partial rotary 0.5
     make_phi3(tmp_path / "phi3", **PHI3_LONGROPE)                  # Phi-3.5-style longrope
     make_qwen2(tmp_path / "qwen2")                                 # q/k/v biases, tied, theta 1e6
+    make_hostile_llama(tmp_path / "h", ["<b>", "</b>"])          # greedy reply: exactly those tokens
 
 Weights are seeded, so the same call writes the same values.
 """
@@ -233,6 +234,41 @@ def make_llama(
         max_shard_size=max_shard_size,
         safe_serialization=safe_serialization,
     )
+
+
+def make_hostile_llama(directory: Path, tokens: list[str]) -> Path:
+    """A tiny Llama whose greedy reply is `tokens` then end-of-turn, whatever it is asked.
+
+    Every layer's output projections are zero, so the last hidden state is the current token's
+    embedding; the lm_head row of token B is the direction of token A's embedding exactly when B
+    should follow A. Random 64-d embeddings are near-orthogonal, so that row wins by a wide margin.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+    from tokenizers import Tokenizer
+
+    make_llama(directory, seed=11, vocab_size=520, num_hidden_layers=1)
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer.add_tokens(tokens)
+    write_tokenizer(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    hostile_ids = [tokenizer.token_to_id(t) for t in tokens]
+    # The generation prompt ends with "assistant\n"; its last token starts the chain.
+    last = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False).ids[-1]
+    chain = [last, *hostile_ids, IM_END_ID]
+
+    weights = load_file(str(directory / "model.safetensors"))
+    for name in weights:
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            weights[name].zero_()
+    embed = weights["model.embed_tokens.weight"]
+    head = torch.zeros_like(weights["lm_head.weight"])
+    for current, following in zip(chain, chain[1:], strict=False):
+        head[following] = 4 * embed[current] / embed[current].norm()
+    weights["lm_head.weight"] = head
+    weights["model.norm.weight"] = torch.ones_like(weights["model.norm.weight"])
+    save_file(weights, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
 
 
 def make_phi(

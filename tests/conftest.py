@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -56,6 +59,81 @@ def tiny_site(tmp_path_factory, wasm_runtime) -> Path:
 def webllm_site(tiny_site) -> str:
     """The site webllm_page (webllm_build.testing) loads in this project's tests."""
     return str(tiny_site)
+
+
+@pytest.fixture(scope="session")
+def chat_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """The chat sites' models by site id: a tiny Llama, and one whose reply is HTML markup."""
+    from chat_page import HOSTILE, HOSTILE_TOKENS, TINY
+    from checkpoints import make_hostile_llama, make_llama
+
+    root = tmp_path_factory.mktemp("chat_checkpoints")
+    return {
+        TINY: make_llama(root / "tiny-llama", seed=3, initializer_range=0.2),
+        HOSTILE: make_hostile_llama(root / "hostile", HOSTILE_TOKENS),
+    }
+
+
+@pytest.fixture(scope="session")
+def chat_site(tmp_path_factory, chat_checkpoints, wasm_runtime):
+    """The chat site of both chat_checkpoints, served by the real `webllm_build serve`; its URL."""
+    from webllm_build.site import SiteOptions, build_site
+
+    out = tmp_path_factory.mktemp("chat_site") / "dist"
+    # A prefill chunk of 4 matches the other browser tests' tiny Llama, so its library is cached.
+    build_site(
+        SiteOptions(
+            models=[str(p) for p in chat_checkpoints.values()],
+            out=out,
+            prefill_chunk=4,
+            schedules=CI_SCHEDULES,
+        )
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "webllm_build", "serve", str(out), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError(
+                        f"webllm_build serve exited: {server.stderr.read().decode()}"
+                    ) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def variants_site(tmp_path_factory, chat_checkpoints, wasm_runtime):
+    """The tiny Llama built twice, q4f16_1 (the default) and q4f32_1; its URL."""
+    from chat_page import TINY
+
+    from webllm_build.serve import serve_in_background
+    from webllm_build.site import SiteOptions, build_site
+
+    out = tmp_path_factory.mktemp("variants_site") / "dist"
+    options = SiteOptions(
+        models=[str(chat_checkpoints[TINY])],
+        quantization="q4f16_1,q4f32_1",
+        out=out,
+        prefill_chunk=4,
+        schedules=CI_SCHEDULES,
+    )
+    build_site(options)
+    with serve_in_background(out) as url:
+        yield url
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

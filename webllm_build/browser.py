@@ -52,8 +52,11 @@ class BrowserSession:
         ready: str = "window.webllmReady === true",
         timeout_ms: int = 60_000,
         webgpu: bool = True,
+        context_options: dict[str, Any] | None = None,
     ) -> tuple[Any, PageLog]:
-        context = self._browser.new_context()
+        """A fresh browser context (empty caches) with `url` open; `context_options` are
+        Playwright's new_context options (viewport, color_scheme, permissions, is_mobile, ...)."""
+        context = self._browser.new_context(**(context_options or {}))
         if not webgpu:
             context.add_init_script("Object.defineProperty(navigator, 'gpu', {value: undefined})")
         page = context.new_page()
