@@ -82,7 +82,9 @@ def chat(browser: BrowserSession, url: str, out: Path) -> None:
     page.screenshot(path=str(out / "phone.png"))
     page.set_viewport_size(WINDOW)
 
+    page.click("#settings summary")
     page.fill("#top-p", "1.5")
+    page.click("#settings summary")  # folded: Send must open it on the field
     page.fill("#prompt", "And of Italy?")
     page.click("#send")
     page.wait_for_selector("#top-p-error:not(:empty)")
