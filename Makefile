@@ -5,8 +5,9 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMPS  := .setup-stamps
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages: emcc links model libraries, chromium runs them headless on WebGPU.
-APT_PKGS := emscripten chromium nodejs npm
+# Debian packages: emcc links model libraries, chromium runs them headless on WebGPU, and
+# mesa-vulkan-drivers (lavapipe) gives Deno a WebGPU adapter with shader-f16 on any CPU.
+APT_PKGS := emscripten chromium nodejs npm mesa-vulkan-drivers
 
 .PHONY: setup system python web runtime demo test lint bench clean
 
@@ -18,6 +19,7 @@ system:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v node >/dev/null     || missing="$$missing nodejs"; \
 	command -v npm >/dev/null      || missing="$$missing npm"; \
+	ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || missing="$$missing mesa-vulkan-drivers"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

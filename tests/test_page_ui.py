@@ -139,8 +139,13 @@ def test_every_control_by_keyboard(chat_site, chat_checkpoints, browser):
         keys.press("Control+A")
         keys.type(value)
     assert tab_to(page, "prompt", backwards=True) == [
-        "top-p", "temperature", "Sampling", "new-chat", "send", "prompt"
-    ]  # fmt: skip
+        "top-p",
+        "temperature",
+        "Sampling",
+        "new-chat",
+        "send",
+        "prompt",
+    ]
 
     # Enter sends; Escape stops a reply midway.
     keys.type(prompt)

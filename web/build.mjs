@@ -18,7 +18,35 @@ const webTokenizersAsCommonJS = {
       namespace: "umd-as-cjs",
     }));
     build.onLoad({ filter: /.*/, namespace: "umd-as-cjs" }, async (args) => ({
-      contents: await readFile(require.resolve(args.path), "utf8"),
+      contents: webOnly(await readFile(require.resolve(args.path), "utf8"), args.path, [
+        // The wasm is inlined, so the script's own URL is never used; without `document` and
+        // `location` the glue would compute it with require("url").
+        ["new (require('u' + 'rl').URL)('file:' + __filename).href", '""'],
+      ]),
+      loader: "js",
+    }));
+  },
+};
+
+// The Emscripten glue in tvmjs and web-tokenizers takes its Node path (require("fs"), ...) when
+// `process.versions.node` exists. The engine runs only on web APIs (a page, a worker, Deno), and
+// Deno defines `process` for Node compatibility, so the check is made false at bundle time. The
+// build fails if a pattern is gone, so a dependency update cannot drop this silently.
+const NODE_CHECK = 'typeof process=="object"&&typeof process.versions=="object"&&typeof process.versions.node=="string"';
+
+function webOnly(source, name, extra = []) {
+  for (const [pattern, replacement] of [[NODE_CHECK, "false"], ...extra]) {
+    if (!source.includes(pattern)) throw new Error(`${name}: the glue no longer contains ${pattern}`);
+    source = source.split(pattern).join(replacement);
+  }
+  return source;
+}
+
+const tvmjsWebOnly = {
+  name: "tvmjs-web-only",
+  setup(build) {
+    build.onLoad({ filter: /@mlc-ai[\\/]web-runtime[\\/]lib[\\/]index\.js$/ }, async (args) => ({
+      contents: webOnly(await readFile(args.path, "utf8"), "@mlc-ai/web-runtime"),
       loader: "js",
     }));
   },
@@ -39,7 +67,7 @@ await esbuild.build({
   ...common,
   entryPoints: ["src/index.ts"],
   outfile: "dist/webllm_build.js",
-  plugins: [webTokenizersAsCommonJS],
+  plugins: [webTokenizersAsCommonJS, tvmjsWebOnly],
   // tvmjs and web-tokenizers require these only when they run under Node; a browser never
   // reaches those calls.
   external: ["fs", "path", "perf_hooks", "ws", "crypto", "url", "module"],

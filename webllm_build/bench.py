@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from webllm_build.atomic import atomic_write_text
-from webllm_build.browser import evaluate, launch_browser
+from webllm_build.browser import evaluate, launch_runtime
 from webllm_build.errors import WebLLMBuildError
 from webllm_build.sitepage import SitePage, fetch_json, select_models, site_url
 
@@ -47,6 +47,7 @@ class BenchOptions:
     runs: int = 3
     timeout_s: float = 1800
     browser: Path | None = None
+    runtime: str = "chromium"  # or "deno" (browser.RUNTIMES)
     # The microbenchmark's streaming-read size and the least time one timed submission takes.
     bandwidth_bytes: int = 64 << 20
     microbench_min_ms: float = 200
@@ -223,7 +224,7 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda _m: Non
     if options.runs < 1 or options.gen_tokens < 1 or not options.prompt_tokens:
         raise WebLLMBuildError("--runs and --gen-tokens must be at least 1, with at least one prompt length.")
     started = time.monotonic()
-    with site_url(options.target) as url, launch_browser(options.browser) as browser:
+    with site_url(options.target) as url, launch_runtime(options.runtime, options.browser) as browser:
         page = SitePage(browser, url, timeout_s=options.timeout_s)
         try:
             entries = select_models(page.models, options.models)

@@ -129,6 +129,28 @@ def launch_browser(executable: Path | None = None) -> Iterator[BrowserSession]:
             browser.close()
 
 
+# Where check, bench and the pytest fixture run a site's engine: headless Chromium (the browser
+# visitors use; SwiftShader without a GPU) or Deno (wgpu: lavapipe with shader-f16, real GPUs).
+RUNTIMES = ("chromium", "deno")
+
+
+@contextmanager
+def launch_runtime(runtime: str = "chromium", browser: Path | None = None) -> Iterator[Any]:
+    """A session whose `open(url)` gives a page on `runtime`; `browser` picks Chromium's executable."""
+    if runtime == "chromium":
+        with launch_browser(browser) as session:
+            yield session
+    elif runtime == "deno":
+        if browser is not None:
+            raise BrowserError("--browser names a Chromium executable; it does not apply to --runtime deno.")
+        from webllm_build.deno import launch_deno  # imports this module: loaded only when asked for
+
+        with launch_deno() as session:
+            yield session
+    else:
+        raise BrowserError(f"Unknown runtime {runtime!r}: pick one of {', '.join(RUNTIMES)}.")
+
+
 def write_harness(directory: Path, title: str = "webllm_build harness") -> Path:
     """A page that only loads the engine bundle, for doctor, the self-check and tests."""
     if not WEB_BUNDLE.is_file():

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from webllm_build.atomic import atomic_write_text
-from webllm_build.browser import launch_browser
+from webllm_build.browser import launch_runtime
 from webllm_build.errors import WebLLMBuildError
 from webllm_build.golden import (
     DEFAULTS,
@@ -46,6 +46,7 @@ class CheckOptions:
     models: tuple[str, ...] = ()  # empty: every model of the site
     timeout_s: float | None = None  # per case and per load; None: the golden file's default
     browser: Path | None = None  # another Chromium executable
+    runtime: str = "chromium"  # or "deno" (browser.RUNTIMES)
     checkpoint: str | None = None  # the reference's checkpoint, if not the spec the build recorded
 
 
@@ -271,7 +272,7 @@ def run_check(options: CheckOptions, log: Callable[[str], None] = lambda _m: Non
 
 def _check_in_browser(url: str, golden: Golden, report: CheckReport, options: CheckOptions, log) -> None:
     timeout_s = options.timeout_s or float(golden.defaults["timeout_s"])
-    with launch_browser(options.browser) as browser:
+    with launch_runtime(options.runtime, options.browser) as browser:
         page = SitePage(browser, url, timeout_s=timeout_s)
         report.adapter = page.adapter()
         entries = select_models(page.models, options.models)

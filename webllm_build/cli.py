@@ -128,6 +128,7 @@ def _check(args: argparse.Namespace) -> int:
         models=tuple(args.model or ()),
         timeout_s=args.timeout,
         browser=args.browser,
+        runtime=args.runtime,
         checkpoint=args.checkpoint,
     )
     report = run_check(options, _log)
@@ -179,6 +180,7 @@ def _bench(args: argparse.Namespace) -> int:
         gen_tokens=args.gen_tokens,
         runs=args.runs,
         browser=args.browser,
+        runtime=args.runtime,
         timeout_s=args.timeout,
     )
     report = run_bench(options, _log)
@@ -314,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
     check.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     check.add_argument("--browser", type=Path, default=None, help="a Chromium executable to use")
+    _add_runtime_argument(check)
     check.add_argument(
         "--timeout", type=float, default=None, help="seconds per case and per load (default: 600)"
     )
@@ -331,9 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", type=Path, default=None, help="draw tokens/s and the roofline (matplotlib)")
     bench.add_argument("--compare", type=Path, default=None, help="an earlier --json report: print ratios")
     bench.add_argument("--browser", type=Path, default=None, help="a Chromium executable to use")
+    _add_runtime_argument(bench)
     bench.add_argument("--timeout", type=float, default=1800, help="seconds per load or completion")
     bench.set_defaults(run=_bench)
     return parser
+
+
+def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    from webllm_build.browser import RUNTIMES
+
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="chromium",
+        help="run the engine in headless Chromium (default) or in Deno (WebGPU through wgpu: "
+        "Mesa's lavapipe without a GPU, with shader-f16; real GPUs on servers)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ It is also a pytest plugin. Enable it with `pytest -p webllm_build.testing` (or
 
 Fixtures: `webllm_page` (a SitePage with the model loaded and the chat reset, per test),
 `webllm_loaded_page` (the same tab, once per session), `webllm_site_url`, `webllm_model_id`
-(--webllm-model, else the site's default model), `webllm_browser` (--webllm-browser). Override
+(--webllm-model, else the site's default model), `webllm_browser` (--webllm-browser; with
+`--webllm-runtime deno` the engine runs in Deno instead of Chromium). Override
 `webllm_site` in a conftest.py to build or pick the site in code.
 """
 
@@ -28,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from webllm_build.browser import BrowserSession, evaluate, launch_browser, write_harness
+from webllm_build.browser import RUNTIMES, BrowserSession, evaluate, launch_runtime, write_harness
 from webllm_build.errors import BrowserError
 from webllm_build.sitepage import SitePage, site_url
 
@@ -119,13 +120,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--webllm-site", default=None, help="a built site folder or URL (or set WEBLLM_SITE)")
     group.addoption("--webllm-model", default=None, help="the model id to load (default: the site's default)")
     group.addoption("--webllm-browser", default=None, help="a Chromium executable (default: Debian's)")
+    group.addoption(
+        "--webllm-runtime",
+        choices=RUNTIMES,
+        default="chromium",
+        help="where the engine runs: headless Chromium (default) or Deno (wgpu: lavapipe, real GPUs)",
+    )
     group.addoption("--webllm-timeout", type=float, default=600, help="seconds for a load or a completion")
 
 
 @pytest.fixture(scope="session")
 def webllm_browser(pytestconfig: pytest.Config) -> Iterator[BrowserSession]:
     executable = pytestconfig.getoption("--webllm-browser")
-    with launch_browser(Path(executable) if executable else None) as browser:
+    runtime = pytestconfig.getoption("--webllm-runtime")
+    with launch_runtime(runtime, Path(executable) if executable else None) as browser:
         yield browser
 
 

@@ -57,6 +57,7 @@ export interface RuntimeStats {
   gpu_allocated_bytes: number;
   gpu_peak_bytes: number;
   adapter: AdapterReport;
+  device_limits: Record<string, number>; // what the model's device was created with
 }
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -234,7 +235,13 @@ export class Engine {
   async runtimeStats(): Promise<RuntimeStats> {
     if (!this.model) throw new EngineError("no-model", "No model is loaded: call engine.reload(url) first.");
     const memory = this.model.gpuMemory();
-    return { model: this.modelId, gpu_allocated_bytes: memory.allocated, gpu_peak_bytes: memory.peak, adapter: await probeWebGPU() };
+    return {
+      model: this.modelId,
+      gpu_allocated_bytes: memory.allocated,
+      gpu_peak_bytes: memory.peak,
+      adapter: await probeWebGPU(),
+      device_limits: this.model.deviceLimits(),
+    };
   }
 
   private async create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {

@@ -3,6 +3,7 @@
 import * as tvmjs from "@mlc-ai/web-runtime";
 
 import { EngineError } from "./errors";
+import { reportedLimits, requestModelDevice } from "./webgpu";
 
 export { EngineError };
 
@@ -11,6 +12,7 @@ export interface LoadedLibrary {
   device: tvmjs.DLDevice;
   vm: tvmjs.VirtualMachine;
   features: Set<string>; // WebGPU features the device was created with
+  limits: Record<string, number>; // and its limits (reportedLimits)
   dispose(): void;
 }
 
@@ -26,16 +28,15 @@ export async function loadLibrary(
   log: (msg: string) => void = () => {},
   requirements?: AdapterRequirements,
 ): Promise<LoadedLibrary> {
-  // tvmjs returns undefined without navigator.gpu but throws when no adapter is found.
-  const gpu = await tvmjs.detectGPUDevice().catch(() => undefined);
-  if (!gpu) {
+  const gpuDevice = await requestModelDevice().catch(() => undefined);
+  if (!gpuDevice) {
     throw new EngineError(
       "no-webgpu",
       "This browser exposes no WebGPU adapter. Use a recent Chrome or Edge, or start Chromium " +
         "with --enable-unsafe-webgpu.",
     );
   }
-  if (requirements) checkAdapter(gpu.device, requirements);
+  if (requirements) checkAdapter(gpuDevice, requirements);
   const response = await fetch(wasmUrl);
   if (!response.ok) {
     throw new EngineError(
@@ -45,7 +46,7 @@ export async function loadLibrary(
   }
   const wasm = await response.arrayBuffer();
   const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), log);
-  tvm.initWebGPU(gpu.device);
+  tvm.initWebGPU(gpuDevice);
   const device = tvm.webgpu();
   // tvmjs frees objects created in a scope when it ends; the VM must outlive this call.
   tvm.beginScope();
@@ -57,7 +58,8 @@ export async function loadLibrary(
     tvm,
     device,
     vm,
-    features: new Set([...gpu.device.features].map(String)),
+    features: new Set([...gpuDevice.features].map(String)),
+    limits: reportedLimits(gpuDevice.limits),
     dispose() {
       vm.dispose();
       tvm.dispose();
@@ -74,7 +76,7 @@ function checkAdapter(device: GPUDevice, needs: AdapterRequirements): void {
         "GPU or browser does not offer. Use an f32 variant of the model (q4f32_1 or q0f32).",
     );
   }
-  // tvmjs asks for the adapter's own limits, so the device's are the most this GPU allows.
+  // The device has the adapter's own limits (requestModelDevice): the most this GPU allows.
   const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
   if (needs.largestBufferBytes > limit) {
     const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;

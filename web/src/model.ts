@@ -236,6 +236,11 @@ export class Model {
 
   // GPU buffers tvmjs has allocated for this model (weights, KV cache, workspace), in bytes.
   // tvmjs counts them in its WebGPU context but keeps the counters private, hence the casts.
+  // The GPU device's limits (the adapter's own: requestModelDevice).
+  deviceLimits(): Record<string, number> {
+    return { ...this.lib.limits };
+  }
+
   gpuMemory(): { allocated: number; peak: number } {
     const lib = (this.lib.tvm as unknown as { lib: { webGPUContext?: Record<string, number> } }).lib;
     const context = lib.webGPUContext ?? {};

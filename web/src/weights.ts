@@ -129,7 +129,14 @@ class NoStore implements ShardStore {
 }
 
 export function defaultScope(): string {
-  return `webllm_build:${location.origin}${location.pathname.replace(/[^/]*$/, "")}`;
+  // A page or worker has a location; Deno has one only when started with --location.
+  let here: URL;
+  try {
+    here = new URL(globalThis.location.href);
+  } catch {
+    here = new URL(import.meta.url);
+  }
+  return `webllm_build:${here.origin}${here.pathname.replace(/[^/]*$/, "")}`;
 }
 
 async function openStore(kind: StoreKind, scope: string, warn: (w: EngineError) => void): Promise<ShardStore> {

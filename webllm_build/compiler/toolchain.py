@@ -1,4 +1,4 @@
-"""Find the external tools (emcc, chromium, node) and report their versions."""
+"""Find the external tools (emcc, chromium, deno, node) and report their versions."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import subprocess
 from dataclasses import dataclass
 
 from webllm_build.errors import ToolchainError
+from webllm_build.paths import WEB_DIR
 
 INSTALL_EMCC = "sudo apt-get install -y emscripten   (or: make setup)"
 INSTALL_CHROMIUM = "sudo apt-get install -y chromium   (or: make setup)"
 INSTALL_NODE = "sudo apt-get install -y nodejs npm   (or: make setup)"
+INSTALL_DENO = "cd web && npm install   (or: make setup; npm's deno package), or any deno 2.x on PATH"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,19 @@ def find_chromium() -> Tool:
         "Chromium is not installed; headless tests and benchmarks run the model in it. "
         f"Install it with: {INSTALL_CHROMIUM}"
     )
+
+
+def find_deno() -> Tool:
+    """Deno: the project's own first (npm `deno`, whose binary comes in the one platform package
+    npm installs, e.g. @deno/linux-x64-glibc), else one on PATH."""
+    local = sorted((WEB_DIR / "node_modules" / "@deno").glob("*/deno"))
+    path = str(local[0]) if local else shutil.which("deno")
+    if path is None:
+        raise ToolchainError(
+            f"Deno is not installed; --runtime deno runs the engine in it. Install it with: {INSTALL_DENO}"
+        )
+    match = re.search(r"(\d+\.\d+\.\d+)", _first_line([path, "--version"]))
+    return Tool("deno", path, match.group(1) if match else "unknown")
 
 
 def find_node() -> Tool:

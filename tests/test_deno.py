@@ -1,0 +1,135 @@
+"""The engine under Deno (`--runtime deno`): WebGPU through wgpu on Mesa's lavapipe, shader-f16 included.
+
+Headless Chromium here has only SwiftShader, which lacks shader-f16, so these are the tests in
+which f16 builds run on WebGPU at all. The site is the same one the page tests serve (the tiny
+Llama as q4f16_1 and q4f32_1); the engine bundle is the one a browser gets, unmodified.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from chat_page import TINY
+from conftest import run_cli
+
+from webllm_build.browser import launch_runtime
+from webllm_build.reference import hf_greedy_logprobs, load_reference
+from webllm_build.sitepage import SitePage
+
+F16 = "tiny-llama-q4f16_1"
+F32 = "tiny-llama-q4f32_1"
+STEPS = 16
+# f16 activations against transformers in f32 on the same dequantized weights. f16 keeps 11
+# significant bits, and the tiny model's logits spread over ~+-10 (initializer_range 0.2), so
+# one rounding is ~5e-3; measured on lavapipe: 8.2e-3 over 16 greedy steps.
+F16_LOGPROB_BOUND = 3e-2
+# The f32 build on lavapipe is as close as on any other backend (measured: 9.4e-6).
+F32_LOGPROB_BOUND = 1e-4
+
+
+@pytest.fixture(scope="module")
+def deno():
+    with launch_runtime("deno") as session:
+        yield session
+
+
+@pytest.mark.parametrize(("model_id", "bound"), [(F16, F16_LOGPROB_BOUND), (F32, F32_LOGPROB_BOUND)])
+def test_builds_match_transformers_under_deno(variants_site, chat_checkpoints, deno, model_id, bound):
+    quantization = model_id.removeprefix("tiny-llama-")
+    reference = load_reference(str(chat_checkpoints[TINY]), quantization)
+    messages = [{"role": "user", "content": "Hello there"}]
+    expected, top = hf_greedy_logprobs(reference.model, reference.prompt_ids(messages), STEPS, [], top_k=1)
+
+    page = SitePage(deno, variants_site)
+    try:
+        assert page.adapter()["shaderF16"] is True  # lavapipe offers what SwiftShader lacks
+        loaded = page.load(model_id)
+        assert loaded["error"] is None, loaded["error"]
+        reply = page.create(
+            {
+                "messages": messages,
+                "temperature": 0,
+                "max_tokens": STEPS,
+                "ignore_eos": True,
+                "logprobs": True,
+                "top_logprobs": 1,
+            }
+        )
+        stats = page.runtime_stats()
+    finally:
+        page.close()
+    # The device has the adapter's own limits (lavapipe: 2 GiB buffers, where tvmjs asked for 1).
+    assert stats["device_limits"] == stats["adapter"]["limits"]
+    assert stats["device_limits"]["maxBufferSize"] > 1 << 30
+    assert reply["error"] is None, reply["error"]
+    assert reply["token_ids"] == expected
+    gaps = [abs(entry["logprob"] - step[0][1]) for entry, step in zip(reply["logprobs"], top, strict=True)]
+    print(f"{model_id}: largest log-probability gap to transformers {max(gaps):.2e}")
+    assert max(gaps) < bound
+
+
+def test_check_cli_records_and_passes_under_deno(variants_site, tmp_path):
+    golden = tmp_path / "golden.json"
+    recorded = run_cli("check", variants_site, "--runtime", "deno", "--record", "--golden", str(golden))
+    assert recorded.returncode == 0, recorded.stderr + recorded.stdout
+    models = json.loads(golden.read_text())["models"]
+    assert set(models) == {F16, F32}
+    assert all(case["expected"]["token_ids"] for case in models[F16]["cases"])  # the f16 build ran
+    checked = run_cli("check", variants_site, "--runtime", "deno", "--golden", str(golden))
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+
+
+def test_pytest_plugin_runs_on_deno(variants_site, tmp_path):
+    (tmp_path / "test_reply.py").write_text(
+        "def test_reply(webllm_page):\n"
+        "    assert webllm_page.adapter()['shaderF16']\n"
+        "    reply = webllm_page.create({'messages': [{'role': 'user', 'content': 'Hi'}],\n"
+        "                                'temperature': 0, 'max_tokens': 4, 'ignore_eos': True})\n"
+        "    assert reply['error'] is None and reply['usage']['completion_tokens'] == 4\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "webllm_build.testing",
+            "--rootdir",
+            str(tmp_path),
+            "--webllm-site",
+            variants_site,
+            "--webllm-model",
+            F16,
+            "--webllm-runtime",
+            "deno",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
+
+
+def test_runtime_deno_with_a_chromium_executable_is_refused(variants_site, tmp_path):
+    golden = str(tmp_path / "golden.json")
+    result = run_cli(
+        "check",
+        variants_site,
+        "--record",
+        "--golden",
+        golden,
+        "--runtime",
+        "deno",
+        "--browser",
+        "/usr/bin/chromium",
+    )
+    assert result.returncode == 1
+    assert "does not apply to --runtime deno" in result.stderr and "Traceback" not in result.stderr
