@@ -13,6 +13,7 @@ from conftest import CI_SCHEDULES
 from test_weights_browser import RequestLog
 
 from webllm_build.artifacts import BF16_FORMAT, RandomRecord, read_weights_manifest
+from webllm_build.bench import model_facts
 from webllm_build.compile import CompileOptions, compile_model
 from webllm_build.random_weights import generate
 from webllm_build.runner import CpuModel
@@ -120,4 +121,9 @@ def test_site_marks_a_random_weights_model(tmp_path, wasm_runtime):
     (entry,) = json.loads((result.directory / "site.json").read_text())["models"]
     assert entry["random_weights"] is True
     assert entry["id"].endswith("-random") and "random weights" in entry["title"]
-    assert not list((result.directory / "models" / entry["id"]).glob("params-*"))
+    model_dir = result.directory / "models" / entry["id"]
+    assert not list(model_dir.glob("params-*"))
+    # bench counts the bytes a decode step reads from the random tensors, not the 0 downloaded.
+    random_records = json.loads((model_dir / "tensor-cache.json").read_text())["random"]["records"]
+    with serve_in_background(result.directory) as url:
+        assert model_facts(url, entry)["weight_bytes"] == sum(r["nbytes"] for r in random_records) > 0

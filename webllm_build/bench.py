@@ -116,7 +116,7 @@ def run_microbenchmark(page: SitePage, options: BenchOptions) -> dict[str, Any]:
     return evaluate(page.page, page.log, source, settings)
 
 
-def _model_facts(url: str, entry: dict[str, Any]) -> dict[str, Any]:
+def model_facts(url: str, entry: dict[str, Any]) -> dict[str, Any]:
     model_url = urljoin(url, entry["base_url"])
     index = fetch_json(urljoin(model_url, "webllm-model.json"))
     manifest = fetch_json(urljoin(model_url, index["files"]["tensor_cache"]["path"]))
@@ -126,15 +126,17 @@ def _model_facts(url: str, entry: dict[str, Any]) -> dict[str, Any]:
         "quantization": index.get("quantization"),
         "download_bytes": entry.get("download_bytes"),
         # Decode reads every weight once per token (the embedding only one row, but most
-        # models' lm_head reads a matrix of the same size), so this is the bytes per token.
-        "weight_bytes": manifest["metadata"]["ParamBytes"],
+        # models' lm_head reads a matrix of the same size), so this is the bytes per token. A
+        # random-weights model downloads none (ParamBytes 0): its tensors are listed under random.
+        "weight_bytes": manifest["metadata"]["ParamBytes"]
+        or sum(record["nbytes"] for record in manifest.get("random", {}).get("records", [])),
     }
 
 
 def _bench_model(
     browser: Any, url: str, entry: dict[str, Any], options: BenchOptions, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    facts = _model_facts(url, entry)
+    facts = model_facts(url, entry)
     model_id = entry["id"]
     builder = PromptBuilder(urljoin(url, entry["base_url"]))
     prompts = {target: builder.build(target) for target in options.prompt_tokens}
