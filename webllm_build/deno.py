@@ -49,13 +49,15 @@ class DenoPage:
         return self  # SitePage closes "its context": here that is the process and its storage
 
     def _start(self) -> None:
-        env = {**os.environ, "DENO_DIR": self._deno_dir, "NO_COLOR": "1"}
+        # No update check (a closed network would only stall it), no colour codes in the log.
+        env = {**os.environ, "DENO_DIR": self._deno_dir, "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}
         env.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())  # else Mesa warns on every start
         self._process = subprocess.Popen(
             [
                 self._deno,
                 "run",
                 "--quiet",
+                "--no-prompt",
                 "--allow-net",
                 "--allow-import",
                 "--location",
