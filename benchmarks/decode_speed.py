@@ -28,13 +28,16 @@ NEW_TOKENS = 64
 RUNS = 3
 
 # Runs prefill and `steps` greedy decodes on window.model, each timed after its GPU work ends.
-# Greedy runs as the engine runs it at temperature 0: the GPU picks each token, one id comes back.
+# Greedy runs as the engine runs it at temperature 0: the GPU picks each token and runs ahead of
+# the token ids coming back (greedy_run.ts).
 RUN_SCRIPT = """async ([ids, steps]) => {
   model.reset();
   const t0 = performance.now();
   const tokens = [await model.prefillGreedy(ids)];
   const t1 = performance.now();
-  for (let i = 0; i < steps; i++) tokens.push(await model.decodeGreedy(tokens[tokens.length - 1]));
+  const run = model.greedyRun(tokens[0], steps);
+  for (let i = 0; i < steps; i++) tokens.push(await run.next());
+  run.close();
   const t2 = performance.now();
   return {prefill_ms: t1 - t0, decode_ms: t2 - t1, tokens: tokens.slice(0, steps)};
 }"""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 
 import pytest
 
@@ -14,8 +15,10 @@ from webllm_build.bench import (
     PromptBuilder,
     compare_reports,
     format_report,
+    merge_reports,
     plot_report,
     run_bench,
+    spread,
     write_report,
 )
 from webllm_build.cli import _int_list
@@ -81,6 +84,20 @@ def test_compare_prints_ratios(report):
     decode = next(line for line in lines if "decode tok/s" in line)
     assert decode.split()[-2:] == ["0.500", "-"]
     assert all(line.split()[-1] == "1.000" for line in lines[1:] if "decode tok/s" not in line)
+
+
+def test_merged_rounds_keep_every_value(report):
+    """benchmarks/side_by_side.py merges interleaved rounds of one site into one report."""
+    earlier = json.loads(json.dumps(report))
+    earlier["models"][0]["decode_tokens_per_s"] = spread([1.0, 3.0])
+    merged = merge_reports([report, earlier])
+    decode = merged["models"][0]["decode_tokens_per_s"]
+    assert decode["values"] == report["models"][0]["decode_tokens_per_s"]["values"] + [1.0, 3.0]
+    assert decode["min"] == 1.0 and decode["median"] == statistics.median(decode["values"])
+    assert merged["settings"]["runs"] == 4
+    prompt = merged["models"][0]["prompts"][1]
+    assert prompt["target_tokens"] == 40 and len(prompt["ttft_s"]["values"]) == 4
+    assert merged["models"][0]["gpu_time"] is None  # not asked for
 
 
 def test_plot(report, tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+from webllm_build import profiling
 from webllm_build.atomic import atomic_write_text
 from webllm_build.browser import evaluate, launch_runtime
 from webllm_build.errors import WebLLMBuildError
@@ -51,6 +52,8 @@ class BenchOptions:
     # The microbenchmark's streaming-read size and the least time one timed submission takes.
     bandwidth_bytes: int = 64 << 20
     microbench_min_ms: float = 200
+    # Also time the kernels of a prefill and of a few decode steps with timestamp queries.
+    gpu_time: bool = False
 
 
 def spread(values: Sequence[float | None]) -> dict[str, Any]:
@@ -199,8 +202,13 @@ def _bench_model(
         finally:
             page.close()
     decode_all = [v for row in per_prompt.values() for v in row["decode_tokens_per_s"]]
+    gpu = None
+    if options.gpu_time:
+        log(f"{model_id}: GPU time of a prefill and of {TIMED_DECODE_STEPS} decode steps...")
+        gpu = _gpu_time(browser, url, model_id, prompts[options.prompt_tokens[0]], options)
     return {
         **facts,
+        "gpu_time": gpu,
         "cold_load_s": spread(cold),
         "warm_load_s": spread(warm),
         "gpu_memory_bytes": spread(memory),
@@ -211,6 +219,47 @@ def _bench_model(
         ],
         "decode_tokens_per_s": spread(decode_all),
         "errors": errors,
+    }
+
+
+# Decode steps timed kernel by kernel: few enough that every pass of a prefill and the steps fits
+# the profiler's 2048 timestamp pairs.
+TIMED_DECODE_STEPS = 3
+
+
+def _gpu_time(
+    browser: Any, url: str, model_id: str, messages: list[dict[str, str]], options: BenchOptions
+) -> dict[str, Any] | None:
+    """GPU time by timestamp queries: one prefill (a 1-token reply) and, by difference with a
+    reply TIMED_DECODE_STEPS tokens longer, a decode step. None where the adapter cannot time or
+    the engine runs where the profiler cannot see it (a browser's worker)."""
+    page = SitePage(browser, url, timeout_s=options.timeout_s)
+    try:
+        profiling.install(page.page, page.log)
+        if page.load(model_id)["error"]:
+            return None
+        timed = []
+        for tokens in (1, 1 + TIMED_DECODE_STEPS):
+            page.reset()
+            profiling.reset(page.page, page.log, timing=True)
+            reply = page.create(
+                {"messages": messages, "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
+            )
+            profile = profiling.collect(page.page, page.log)
+            if reply["error"] or not profile["timed_ns"] or profile["untimed"]:
+                return None
+            timed.append(profile)
+    finally:
+        page.close()
+    prefill, longer = (t["timed_ns"] for t in timed)
+    per_step = {k: (ns - prefill.get(k, 0)) / TIMED_DECODE_STEPS / 1e6 for k, ns in longer.items()}
+    top = sorted(per_step.items(), key=lambda kv: -kv[1])[:12]
+    return {
+        "prefill_ms": sum(prefill.values()) / 1e6,
+        "prefill_dispatches": timed[0]["dispatches"],
+        "decode_ms_per_token": sum(per_step.values()),
+        "decode_dispatches_per_token": (timed[1]["dispatches"] - timed[0]["dispatches"]) / TIMED_DECODE_STEPS,
+        "decode_ms_by_kernel": {name: round(ms, 4) for name, ms in top},
     }
 
 
@@ -256,6 +305,31 @@ def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda _m: Non
     }
 
 
+def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs of the same bench (e.g. interleaved with another build's):
+    every spread gets all their values; the rest comes from the first report."""
+
+    def merge(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, dict) and not all(isinstance(v, dict) for v in values):
+            return first  # measured in one run only (gpu_time)
+        if isinstance(first, dict) and set(first) >= {"min", "median", "max", "values"}:
+            return spread([v for value in values for v in value["values"]])
+        if isinstance(first, dict):
+            return {key: merge([value[key] for value in values]) for key in first}
+        if isinstance(first, list) and first and all(isinstance(v, dict) for v in first):
+            return [merge([value[i] for value in values]) for i in range(len(first))]
+        if isinstance(first, list):
+            return [item for value in values for item in value]  # errors: all of them
+        return first
+
+    merged = {**reports[0], "models": merge([r["models"] for r in reports])}
+    merged["settings"] = {**reports[0]["settings"], "runs": sum(r["settings"]["runs"] for r in reports)}
+    merged["microbenchmark_runs"] = [r["microbenchmark"] for r in reports]
+    merged["seconds"] = sum(r["seconds"] for r in reports)
+    return merged
+
+
 def _median(value: Any) -> float | None:
     return value.get("median") if isinstance(value, dict) else value
 
@@ -284,6 +358,13 @@ def format_report(report: dict[str, Any]) -> str:
             prefill, decode = _median(p["prefill_tokens_per_s"]), _median(p["decode_tokens_per_s"])
             cells = f"{_fmt(prompt, digits=0):>6}  {_fmt(ttft):>6}  {_fmt(prefill):>13}  {_fmt(decode):>12}"
             lines.append("  " + cells)
+        gpu = m.get("gpu_time")
+        if gpu:
+            lines.append(
+                f"  GPU time: prefill {gpu['prefill_ms']:.2f} ms ({gpu['prefill_dispatches']} dispatches), "
+                f"decode {gpu['decode_ms_per_token']:.3f} ms per token "
+                f"({gpu['decode_dispatches_per_token']:.0f} dispatches)"
+            )
         fraction = _median(m["decode_bandwidth_fraction"])
         percent = None if fraction is None else fraction * 100
         lines.append(f"  decode at {_fmt(percent, digits=1)}% of the bandwidth roofline")

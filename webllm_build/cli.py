@@ -182,6 +182,7 @@ def _bench(args: argparse.Namespace) -> int:
         browser=args.browser,
         runtime=args.runtime,
         timeout_s=args.timeout,
+        gpu_time=args.gpu_time,
     )
     report = run_bench(options, _log)
     if args.json:
@@ -334,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", type=Path, default=None, help="draw tokens/s and the roofline (matplotlib)")
     bench.add_argument("--compare", type=Path, default=None, help="an earlier --json report: print ratios")
     bench.add_argument("--browser", type=Path, default=None, help="a Chromium executable to use")
+    bench.add_argument(
+        "--gpu-time",
+        action="store_true",
+        help="also time a prefill and a decode step kernel by kernel (timestamp queries; --runtime deno)",
+    )
     _add_runtime_argument(bench)
     bench.add_argument("--timeout", type=float, default=1800, help="seconds per load or completion")
     bench.set_defaults(run=_bench)

@@ -2,8 +2,10 @@
 
 `install(page)` patches the page's WebGPU prototypes before a model is loaded: every compute
 pipeline remembers its entry point (tvmjs names it after the TIR kernel), every dispatch is
-counted by kernel, and while timing is on each compute pass (tvmjs opens one per dispatch)
-writes begin/end timestamps when the adapter has `timestamp-query`. Patching the browser API
+counted by kernel, and while timing is on each compute pass writes begin/end timestamps when the
+adapter has `timestamp-query`. The engine shares one pass among many dispatches, except while
+`__gpuProfile.timing` is set (web/src/gpu_commands.ts): then each dispatch gets its own pass, so
+each kernel is timed. Patching the browser API
 rather than tvmjs keeps the engine bundle free of debug code and sees every dispatch whoever
 issues it.
 """
@@ -17,7 +19,7 @@ from webllm_build.browser import evaluate
 # One query set holds 4096 timestamps (WebGPU's limit): 2048 passes, more than a forward call has
 # for the models we benchmark; passes beyond it are counted but not timed.
 INSTALL_SCRIPT = """() => {
-  if (window.__gpuProfile) return;
+  if (globalThis.__gpuProfile) return;
   const SLOTS = 2048;
   const P = {
     timing: false, dispatches: 0, counts: {}, device: null, querySet: null, used: 0, slotNames: [],
@@ -104,7 +106,7 @@ INSTALL_SCRIPT = """() => {
     P.reset(P.timing);
     return result;
   };
-  window.__gpuProfile = P;
+  globalThis.__gpuProfile = P;
 }"""
 
 
@@ -114,9 +116,9 @@ def install(page: Any, log: Any) -> None:
 
 
 def reset(page: Any, log: Any, *, timing: bool) -> None:
-    evaluate(page, log, "(timing) => window.__gpuProfile.reset(timing)", timing)
+    evaluate(page, log, "(timing) => globalThis.__gpuProfile.reset(timing)", timing)
 
 
 def collect(page: Any, log: Any) -> dict[str, Any]:
     """{dispatches, counts per kernel, untimed, timed_ns per kernel or None} since the last reset."""
-    return evaluate(page, log, "() => window.__gpuProfile.collect()")
+    return evaluate(page, log, "() => globalThis.__gpuProfile.collect()")

@@ -10,6 +10,7 @@
 
 import { ChatTemplate, type ChatMessage } from "./chat_template";
 import { EngineError } from "./library";
+import type { GreedyRun } from "./greedy_run";
 import { Model } from "./model";
 import { sampleToken, seededRandom, type SamplingParams } from "./sampling";
 import { Tokenizer } from "./tokenizer";
@@ -289,6 +290,9 @@ export class Engine {
     const config = model.config;
     this.busy = true;
     this.interruptRequested = false;
+    // On the GPU path, decode steps run ahead of the loop below (greedy_run.ts); closing the run
+    // drops the steps it ran beyond the last token taken.
+    let run: GreedyRun | undefined;
     try {
       const specialTokens = {
         bos_token: config.bos_token_id !== null ? tokenizer.idToToken(config.bos_token_id) : undefined,
@@ -376,11 +380,16 @@ export class Engine {
           yield chunk({ content: ready }, null);
         }
         if (generated.length < budget) {
-          if (onGpu) gpuToken = await model.decodeGreedy(token);
-          else logits = await model.decode(token);
+          if (onGpu) {
+            run ??= model.greedyRun(token, budget - generated.length);
+            gpuToken = await run.next();
+          } else {
+            logits = await model.decode(token);
+          }
           this.cached.push(token);
         }
       }
+      run?.close();
       if (finish !== "stop" || stops.length === 0) pending += decoder.flush();
       if (pending) {
         text += pending;
@@ -397,6 +406,7 @@ export class Engine {
       };
       yield { ...chunk({}, finish), usage };
     } finally {
+      run?.close();
       this.busy = false;
     }
   }

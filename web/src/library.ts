@@ -3,6 +3,7 @@
 import * as tvmjs from "@mlc-ai/web-runtime";
 
 import { EngineError } from "./errors";
+import { batchDispatches, webgpuContext } from "./gpu_commands";
 import { reportedLimits, requestModelDevice } from "./webgpu";
 
 export { EngineError };
@@ -47,6 +48,7 @@ export async function loadLibrary(
   const wasm = await response.arrayBuffer();
   const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), log);
   tvm.initWebGPU(gpuDevice);
+  batchDispatches(webgpuContext(tvm));
   const device = tvm.webgpu();
   // tvmjs frees objects created in a scope when it ends; the VM must outlive this call.
   tvm.beginScope();

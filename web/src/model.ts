@@ -2,6 +2,8 @@
 // The generation protocol mirrors webllm_build/runner.py (the CPU reference) step for step.
 
 import * as tvmjs from "@mlc-ai/web-runtime";
+import { ScalarReader, webgpuContext } from "./gpu_commands";
+import { GreedyRun, type GpuDecoder } from "./greedy_run";
 import { EngineError, loadLibrary, type LoadedLibrary } from "./library";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 import { probeWebGPU } from "./webgpu";
@@ -64,8 +66,9 @@ export interface ModelConfig {
 
 const SEQUENCE_ID = 0;
 
-export class Model {
+export class Model implements GpuDecoder {
   private kvCache?: tvmjs.TVMObject;
+  private readonly tokenReader: ScalarReader;
   // The kernel schedule class of the library in use ("gpu" or "cpu-emulated").
   schedule = "gpu";
   private length = 0;
@@ -77,6 +80,7 @@ export class Model {
     readonly manifest: TensorManifest,
     readonly loadReport: LoadProgress,
   ) {
+    this.tokenReader = new ScalarReader(webgpuContext(lib.tvm));
     this.reset();
   }
 
@@ -138,30 +142,72 @@ export class Model {
     ids: number[],
     read: (logits: tvmjs.Tensor) => Promise<T>,
   ): Promise<T> {
-    const { tvm, device, vm } = this.lib;
-    if (this.length + ids.length > this.config.context_window) {
-      throw new EngineError(
-        "context-overflow",
-        `${this.length + ids.length} tokens exceed the context window of ${this.config.context_window}.`,
-      );
-    }
+    const { tvm, device } = this.lib;
+    this.checkRoom(ids.length);
     tvm.beginScope();
     try {
-      const input = tvm.empty([ids.length], "int32", device).copyFrom(Int32Array.from(ids));
-      const embed = (vm.getFunction("embed")(input, this.params) as tvmjs.Tensor).view([
-        1, ids.length, this.config.hidden_size,
-      ]);
-      tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward")(
-        this.kvCache!, tvm.makeShapeTuple([SEQUENCE_ID]), tvm.makeShapeTuple([ids.length]),
-      );
-      const result = vm.getFunction(fn)(embed, this.kvCache!, this.params) as tvmjs.TVMArray;
-      tvm.getGlobalFunc("vm.builtin.kv_state_end_forward")(this.kvCache!);
-      const value = await read(result.get(0) as tvmjs.Tensor);
+      const logits = this.run(fn, tvm.empty([ids.length], "int32", device).copyFrom(Int32Array.from(ids)));
+      const value = await read(logits);
       this.length += ids.length;
       return value;
     } finally {
       tvm.endScope();
     }
+  }
+
+  private checkRoom(tokens: number): void {
+    if (this.length + tokens > this.config.context_window) {
+      throw new EngineError(
+        "context-overflow",
+        `${this.length + tokens} tokens exceed the context window of ${this.config.context_window}.`,
+      );
+    }
+  }
+
+  // Queues `fn` on the token ids `input` ([n] int32 on the GPU) in the current scope and returns
+  // the last position's logits; nothing waits for the GPU.
+  private run(fn: "prefill" | "decode", input: tvmjs.Tensor): tvmjs.Tensor {
+    const { tvm, vm } = this.lib;
+    const n = input.shape[0];
+    const embed = (vm.getFunction("embed")(input, this.params) as tvmjs.Tensor).view([1, n, this.config.hidden_size]);
+    tvm.getGlobalFunc("vm.builtin.kv_state_begin_forward")(
+      this.kvCache!, tvm.makeShapeTuple([SEQUENCE_ID]), tvm.makeShapeTuple([n]),
+    );
+    const result = vm.getFunction(fn)(embed, this.kvCache!, this.params) as tvmjs.TVMArray;
+    tvm.getGlobalFunc("vm.builtin.kv_state_end_forward")(this.kvCache!);
+    return result.get(0) as tvmjs.Tensor;
+  }
+
+  // GpuDecoder: one greedy decode step whose input and output token stay on the GPU.
+  decodeOnGpu(token: tvmjs.Tensor): tvmjs.Tensor {
+    const { tvm, vm } = this.lib;
+    this.checkRoom(1);
+    tvm.beginScope();
+    try {
+      const next = vm.getFunction("argmax")(this.run("decode", token)) as tvmjs.Tensor;
+      this.length += 1;
+      return tvm.detachFromCurrentScope(next);
+    } finally {
+      tvm.endScope();
+    }
+  }
+
+  readToken(token: tvmjs.Tensor): Promise<number> {
+    return this.tokenReader.read(token);
+  }
+
+  // Greedy decoding from `token` (already chosen, not yet fed), at most `maxSteps` steps, with
+  // the GPU running ahead of the caller (greedy_run.ts). Close the run when done.
+  greedyRun(token: number, maxSteps: number): GreedyRun {
+    const { tvm, device } = this.lib;
+    const first = tvm.withNewScope(() =>
+      tvm.detachFromCurrentScope(tvm.empty([1], "int32", device).copyFrom(Int32Array.of(token))),
+    );
+    return new GreedyRun(this, first, maxSteps);
+  }
+
+  room(): number {
+    return this.config.context_window - this.length;
   }
 
   // The whole logits vector, for sampling, penalties and logprobs on the CPU.
@@ -220,16 +266,23 @@ export class Model {
     return this.prefillWith(ids, this.readArgmax);
   }
 
+  // One greedy step that waits for its token: for timing and profiling single steps.
   decodeGreedy(token: number): Promise<number> {
     return this.forward("decode", [token], this.readArgmax);
   }
 
+  // `steps` greedy tokens after `ids` (fewer if one is an end of sequence), decoded as the engine
+  // decodes them: the GPU running ahead.
   async greedy(ids: number[], steps: number): Promise<number[]> {
     const out: number[] = [];
     if (steps <= 0) return out;
     out.push(await this.prefillGreedy(ids));
-    while (out.length < steps && !this.config.eos_token_ids.includes(out[out.length - 1])) {
-      out.push(await this.decodeGreedy(out[out.length - 1]));
+    const eos = this.config.eos_token_ids;
+    const run = this.greedyRun(out[0], steps - 1);
+    try {
+      while (out.length < steps && !eos.includes(out[out.length - 1])) out.push(await run.next());
+    } finally {
+      run.close();
     }
     return out;
   }
@@ -248,6 +301,7 @@ export class Model {
   }
 
   dispose(): void {
+    this.tokenReader.dispose();
     this.kvCache?.dispose();
     this.params.dispose();
     this.lib.dispose();
