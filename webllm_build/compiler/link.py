@@ -14,8 +14,12 @@ from webllm_build.errors import CompileError
 
 # STANDALONE_WASM: tvmjs supplies the WASI imports itself, so no emscripten JS glue is wanted.
 # ERROR_ON_UNDEFINED_SYMBOLS=0: the WebGPU and tvmjs environment functions are JS imports.
+# -O2, not -O3: binaryen's -O3 made every link ~4x slower (27 s against 112 s for the self-check
+# library here) for a 3% smaller file, and Phi-3.5-mini decoded as fast either way on an H200,
+# where decode is bound by this code's CPU time (89.0 against 87.5 tokens/s, interleaved:
+# benchmarks/results/side_by_side_h200_phi35_q4f16_link_*.json).
 LINK_FLAGS = (
-    "-O3",
+    "-O2",
     "--no-entry",
     "-sWASM_BIGINT=1",
     "-sERROR_ON_UNDEFINED_SYMBOLS=0",
