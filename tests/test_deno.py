@@ -11,13 +11,18 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from chat_page import TINY
+from checkpoints import make_llama, make_phi, make_phi3, make_qwen2
 from conftest import run_cli
 
 from webllm_build.browser import launch_runtime
-from webllm_build.reference import hf_greedy_logprobs, load_reference
+from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.reference import hf_greedy_logprobs, hf_last_logits, load_reference, requantize_
+from webllm_build.serve import serve_in_background
 from webllm_build.sitepage import SitePage
+from webllm_build.testing import PageModel, stage_models
 
 F16 = "tiny-llama-q4f16_1"
 F32 = "tiny-llama-q4f32_1"
@@ -133,3 +138,74 @@ def test_runtime_deno_with_a_chromium_executable_is_refused(variants_site, tmp_p
     )
     assert result.returncode == 1
     assert "does not apply to --runtime deno" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- every architecture's f16 builds, logits against transformers ---------------------------------
+
+ARCHITECTURES = {"llama": make_llama, "phi": make_phi, "phi3": make_phi3, "qwen2": make_qwen2}
+F16_QUANTS = ("q4f16_1", "q0f16")
+PROMPT = [5, 17, 42, 7, 99, 3, 25, 11, 9, 301, 44]
+DECODE_STEPS = 4
+# The largest |logit| error of an f16 build against transformers in f32 on the same weights
+# (rounded to f16, and for q4f16_1 dequantized with f16 scales). The wide init (0.2) spreads the
+# logits over ~+-10, where one f16 rounding is ~5e-3, and each layer's f16 activations add to it.
+# Measured on lavapipe, prefill and 4 decode steps: 1.7e-2 (Phi q4f16_1) to 3.8e-2 (Qwen2
+# q4f16_1, whose q/k/v biases make q and k larger); a wrong kernel is off by ~1.
+F16_LOGIT_BOUND = 8e-2
+
+
+@pytest.fixture(scope="module")
+def f16_site(tmp_path_factory, wasm_runtime):
+    """Tiny Llama, Phi, Phi-3 and Qwen2 as q4f16_1 and q0f16 (gpu kernels: lavapipe is no fallback)."""
+    root = tmp_path_factory.mktemp("f16_models")
+    checkpoints = {
+        name: make(root / f"ckpt-{name}", seed=5, initializer_range=0.2)
+        for name, make in ARCHITECTURES.items()
+    }
+    models = {
+        f"{name}-{quant}": compile_model(
+            CompileOptions(
+                model=str(path), quantization=quant, prefill_chunk=4, target="webgpu", schedules=("gpu",)
+            ),
+            root / f"out-{name}-{quant}",
+        ).directory
+        for name, path in checkpoints.items()
+        for quant in F16_QUANTS
+    }
+    with serve_in_background(stage_models(root / "site", models)) as url:
+        yield url, checkpoints
+
+
+def _f16_reference(checkpoint, quant: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    if quant == "q4f16_1":
+        requantize_(model, "float16")
+    with torch.no_grad():
+        for parameter in model.parameters():  # what the build holds: f16 weights
+            parameter.copy_(parameter.half().float())
+    return model
+
+
+@pytest.mark.parametrize("quant", F16_QUANTS)
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_f16_builds_match_transformers_under_deno(f16_site, deno, architecture, quant):
+    url, checkpoints = f16_site
+    reference = _f16_reference(checkpoints[architecture], quant)
+    model = PageModel.loaded(deno, url, f"{architecture}-{quant}")
+    try:
+        sequence = list(PROMPT)
+        logits = model.prefill(sequence)
+        errors = []
+        for step in range(DECODE_STEPS + 1):
+            expected = hf_last_logits(reference, sequence)
+            errors.append(float(np.abs(np.asarray(logits) - expected).max()))
+            sequence.append(int(np.argmax(expected)))  # teacher-forced: a near tie cannot derail it
+            if step < DECODE_STEPS:
+                logits = model.decode(sequence[-1])
+    finally:
+        model.page.close()
+    print(f"{architecture} {quant} under Deno: largest |logit| error {max(errors):.2e}")
+    assert max(errors) < F16_LOGIT_BOUND

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -159,4 +160,6 @@ def write_harness(directory: Path, title: str = "webllm_build harness") -> Path:
     shutil.copy2(WEB_BUNDLE, directory / WEB_BUNDLE.name)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True)
     (directory / "index.html").write_text(env.get_template("harness.html").render(title=title))
+    # A site of no models, so that `--runtime deno` (deno_page.js reads site.json) opens it too.
+    (directory / "site.json").write_text(json.dumps({"format": 1, "engine": WEB_BUNDLE.name, "models": []}))
     return directory

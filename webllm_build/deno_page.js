@@ -20,6 +20,8 @@ async function start() {
   if (!response.ok) throw new Error(`Could not read site.json: HTTP ${response.status}.`);
   const site = await response.json();
   const webllm = await import(new URL(site.engine, siteUrl).href);
+  // The harness page's global (browser.write_harness), for scripts written against it.
+  globalThis.webllm = webllm;
   const adapter = await webllm.probeWebGPU();
   const engine = adapter.available ? await webllm.createEngine() : null;
 
