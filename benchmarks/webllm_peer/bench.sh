@@ -5,8 +5,8 @@
 #
 #   bash benchmarks/webllm_peer/bench.sh DENO OUTDIR [run.js options, e.g. --quick]
 #
-# Needs python3 with numpy (the weights, ~2 GB per lib, are drawn into $WORK, default /tmp) and
-# nothing from the network.
+# ONLY=NAME runs one of the libs below. Needs python3 with numpy (the weights, ~2 GB per lib, are
+# drawn into $WORK, default /tmp/webllm_peer, and reused) and nothing from the network.
 set -euo pipefail
 
 DENO=${1:?usage: bench.sh DENO OUTDIR [run.js options]}
@@ -26,6 +26,7 @@ LIBS=(
 status=0
 for entry in "${LIBS[@]}"; do
   IFS='|' read -r name lib quant <<<"$entry"
+  [[ -n "${ONLY:-}" && "$ONLY" != "$name" ]] && continue
   weights="$WORK/$name"
   if [[ ! -f "$weights/ndarray-cache.json" ]]; then
     echo "== $name: drawing random weights into $weights" >&2

@@ -30,7 +30,7 @@ const MODEL_ID = "peer";
 for (const name of ["log", "info", "debug"]) console[name] = console.error;
 // Deno 2 defines a global `process` with versions.node, so the Emscripten glue inside WebLLM (tvmjs'
 // WASI shim, the tokenizer) takes its Node path and fails on __dirname/require; without it, it
-// takes the plain path a browser worker would.
+// takes its generic path (no file or XHR loading: both get their wasm bytes in memory).
 delete globalThis.process;
 // Deno's Cache has put/match/keys/delete but no add(); WebLLM's ArtifactCache calls add().
 // A browser's add() is fetch + put; so is this one.
@@ -75,7 +75,10 @@ function parseArgs(argv) {
     else throw new Error(`unknown argument ${flag}`);
   }
   if (!args.model || !args.lib) throw new Error("--model DIR and --lib LIB.wasm are required");
-  if (args.quick) Object.assign(args, { prompts: [16], gen: 4, runs: 1 });
+  // A smoke test for a slow adapter. On lavapipe this 3.8B model takes ~50 s per decode step, and
+  // over 10 minutes to prefill even a 27-token chat prompt; so: a text completion (no chat
+  // template) of a one-token prompt, 3 tokens, one run.
+  if (args.quick) Object.assign(args, { prompts: [1], gen: 3, runs: 1 });
   return args;
 }
 
@@ -141,36 +144,42 @@ function userMessage(words) {
   return [{ role: "user", content: out.join(" ") }];
 }
 
-async function complete(engine, messages, maxTokens) {
+// `prompt`: chat messages (chat.completions, the model's conversation template) or a string
+// (completions: the raw text, no template).
+async function complete(engine, prompt, maxTokens) {
+  const request = { max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: false };
   const start = performance.now();
-  const reply = await engine.chat.completions.create({
-    messages,
-    max_tokens: maxTokens,
-    temperature: 0,
-    ignore_eos: true,
-    stream: false,
-  });
-  return { wall_s: (performance.now() - start) / 1000, usage: reply.usage, text: reply.choices[0].message.content };
+  const reply = typeof prompt === "string"
+    ? await engine.completions.create({ ...request, prompt })
+    : await engine.chat.completions.create({ ...request, messages: prompt });
+  const choice = reply.choices[0];
+  return { wall_s: (performance.now() - start) / 1000, usage: reply.usage, text: choice.message?.content ?? choice.text };
 }
 
-// The most filler words whose chat prompt is at most `target` tokens, counted by WebLLM itself
-// (1-token requests; they also warm up this prompt shape).
+// The most filler words whose chat prompt is at most `target` tokens (the nearest below, as our
+// bench builds them), counted by WebLLM itself with 1-token requests, which also warm up the
+// shape. Tokens grow about linearly with words: step by the measured tokens per word, never
+// asking for much more than `target` (a prompt over the context window is an error).
 async function fitPrompt(engine, target) {
-  const count = async (w) => (await complete(engine, userMessage(w), 1)).usage.prompt_tokens;
-  const lowCount = await count(1);
-  let words = Math.max(1, Math.floor((target - lowCount) / 1.3) + 1);
-  let tokens = await count(words);
-  const perWord = words > 1 ? (tokens - lowCount) / (words - 1) : 1;
-  for (let guard = 0; guard < 8 && tokens !== target; guard++) {
-    const next = Math.max(1, words + Math.floor((target - tokens) / Math.max(perWord, 1e-3)));
-    if (next === words) break;
-    const nextTokens = await count(next);
-    if (nextTokens > target && tokens <= target) break;
-    words = next;
-    tokens = nextTokens;
+  const counts = new Map();
+  const count = async (w) => {
+    if (!counts.has(w)) counts.set(w, (await complete(engine, userMessage(w), 1)).usage.prompt_tokens);
+    return counts.get(w);
+  };
+  const fitted = async (w) => ({ prompt: userMessage(w), tokens: await count(w) });
+  if ((await count(1)) >= target) return fitted(1);
+  const perWord = ((await count(9)) - (await count(1))) / 8;
+  let words = Math.max(1, 1 + Math.floor((target - (await count(1))) / perWord));
+  while ((await count(words)) > target && words > 1) {
+    words = Math.max(1, words - Math.max(1, Math.ceil(((await count(words)) - target) / perWord)));
   }
-  while (tokens > target && words > 1) tokens = await count(--words);
-  return { messages: userMessage(words), tokens };
+  for (;;) {
+    const jump = Math.max(1, Math.floor((target - (await count(words))) / perWord));
+    if ((await count(words + jump)) <= target) words += jump;
+    else if (jump > 1 && (await count(words + 1)) <= target) words += 1;
+    else break;
+  }
+  return fitted(words);
 }
 
 async function main() {
@@ -216,7 +225,7 @@ async function main() {
   const prompts = [];
   let sample = null;
   for (const target of args.prompts) {
-    const fitted = await fitPrompt(engine, target);
+    const fitted = args.quick ? { prompt: "a", tokens: "a text completion of" } : await fitPrompt(engine, target);
     log(`${target}-token target: ${fitted.tokens} prompt tokens`);
     const rows = {
       prompt_tokens: [], completion_tokens: [],
@@ -224,10 +233,11 @@ async function main() {
       wall_ttft_s: [], wall_total_s: [], wall_prefill_tokens_per_s: [], wall_decode_tokens_per_s: [],
     };
     for (let run = 0; run < args.runs; run++) {
-      const first = await complete(engine, fitted.messages, 1);
-      const full = await complete(engine, fitted.messages, args.gen);
+      const first = await complete(engine, fitted.prompt, 1);
+      const full = await complete(engine, fitted.prompt, args.gen);
       const u = full.usage;
-      const steps = u.completion_tokens; // WebLLM counts decode steps here (one per token after the first)
+      // WebLLM's completion_tokens counts decode steps: one fewer than the tokens generated.
+      const steps = u.completion_tokens;
       rows.prompt_tokens.push(u.prompt_tokens);
       rows.completion_tokens.push(u.completion_tokens);
       rows.prefill_tokens_per_s.push(u.extra.prefill_tokens_per_s);
@@ -266,7 +276,12 @@ async function main() {
     },
     lib: libPath.split("/").pop(),
     adapter,
-    settings: { prompt_tokens: args.prompts, gen_tokens: args.gen, runs: args.runs, temperature: 0, ignore_eos: true },
+    settings: {
+      prompt_tokens: args.prompts, gen_tokens: args.gen, runs: args.runs, quick: args.quick,
+      api: args.quick ? "completions (raw text)" : "chat.completions (one user message)",
+      temperature: 0, ignore_eos: true,
+      note: "completion_tokens is WebLLM's count of decode steps (gen_tokens - 1); decode tok/s = steps / decode time",
+    },
     load_s: loadCold,
     warm_load_s: loadWarm,
     prompts,
