@@ -80,6 +80,26 @@ def test_gpu_class_keeps_the_gpu_schedules():
     assert "var<workgroup>" in _wgsl("gpu", 1)
 
 
+def _matmul_kernels(wgsl: str) -> list[str]:
+    kernels = re.split(r"^fn ", wgsl, flags=re.M)[1:]
+    return [k for k in kernels if "dequantize_matmul" in k.split("(")[0]]
+
+
+def test_gpu_class_prompt_matmuls_are_the_tiled_kernel():
+    """A prompt's 4-bit matmuls are compiler/q4_gpu.py's: the activations and dequantized weights
+    staged in workgroup memory, nibbles made floats without an int-to-float conversion (numerics
+    are tested in the browser and under Deno against transformers)."""
+    wgsl = _wgsl("gpu", "seq_len")
+    assert "var<workgroup> xs" in wgsl and "var<workgroup> ws" in wgsl
+    matmuls = _matmul_kernels(wgsl)
+    assert len(matmuls) == 2
+    for kernel in matmuls:
+        assert "bitcast<f32>" in kernel and "f32(i32(" not in kernel
+    # One token's GEMV stays dlight's.
+    decode = _matmul_kernels(_wgsl("gpu", 1))
+    assert decode and all("var<workgroup> xs" not in k and "f32(i32(" in k for k in decode)
+
+
 @pytest.mark.parametrize("factory", [_decode, _prefill_paged, _prefill_ragged])
 def test_cpu_emulated_attention_kernels_build_without_barriers(factory):
     func = factory(2, 6, 64, "float32").with_attr("global_symbol", "main")

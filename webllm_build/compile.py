@@ -60,12 +60,7 @@ PAGE_SIZE = 16
 LIBRARY_SOURCES = (
     "models",
     "quantize.py",
-    "compiler/pipeline.py",
-    "compiler/schedules.py",
-    "compiler/attention.py",
-    "compiler/q4_matmul.py",
-    "compiler/link.py",
-    "compiler/weight_layout.py",
+    "compiler",
 )
 
 

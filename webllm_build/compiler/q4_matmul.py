@@ -17,10 +17,8 @@ shapes, one call in a loop (weights cached): gate/up (3072 x 576) 1.72 -> 0.86 m
 (576 x 1536) 0.98 -> 0.41 ms, lm_head (49152 x 576) 26 -> 15 ms against the scheduled TE
 kernel; in the model, a decode step's 4-bit matmuls went from 136 to ~85 ms.
 
-The rule matches the TE function of quantize.dequantize_matmul after operator fusion: a
-`dequantize` block, one multiply-accumulate reduction, and elementwise epilogues (residual add,
-bias, Phi's bias + gelu) that are folded into the kernel's store, so fusion still saves their
-dispatches. Anything else (another dtype, a group that is not whole words) is left to the
+The rule takes the fused functions compiler/q4_fused.py matches, their elementwise epilogues
+folded into the kernel's store; anything else (a group that is not whole words) is left to the
 scheduled kernel.
 
 Not done, measured: computing the RMSNorm that precedes qkv and gate/up inside this kernel
@@ -44,11 +42,11 @@ gains (break-even near 130 tokens), and the rewrite depends on how this TVM prin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-from tvm import s_tir, tirx
-from tvm.ir import expr as ir_expr
+from tvm import tirx
 from tvm.script import tirx as T
+
+from webllm_build.compiler.q4_fused import Q4Matmul, Unsupported, apply_epilogue, match_q4_matmul, unravel
 
 # Per thread: `rows` output rows of `tokens` tokens, THREADS threads a workgroup. Measured on
 # SwiftShader (ms per call, SmolLM2 shapes): decoding one token, 32 rows x 4 threads beat 8x8,
@@ -70,138 +68,6 @@ OFFSET = 7  # stored nibble = q + 7 (quantize.MAX_INT)
 WORD_MAJOR_ATTR = "webllm.word_major_weight"
 
 
-@dataclass
-class _Match:
-    x: tirx.Buffer
-    weight: tirx.Buffer
-    scale: tirx.Buffer
-    matmul: tirx.Buffer  # the reduction's own output, read by the first epilogue
-    out: tirx.Buffer  # what the function finally writes
-    epilogues: list[tirx.SBlock]
-
-
-def _blocks(func: tirx.PrimFunc) -> list[tirx.SBlock]:
-    sch = s_tir.Schedule(func)
-    return [sch.get(block) for block in sch.get_child_blocks(sch.get_sblock("root"))]
-
-
-class _Unsupported(Exception):
-    """An expression node the rewriter does not know: the rule declines the function."""
-
-
-def _rewrite(expr, replace):
-    """`expr` rebuilt bottom-up, with `replace(node)` (when not None) standing for a node.
-
-    TVM 0.27 has no Python expression mutator; epilogues are small arithmetic, so the node
-    kinds they use are rebuilt here and anything else declines the rule.
-    """
-    replaced = replace(expr)
-    if replaced is not None:
-        return replaced
-    if isinstance(expr, (tirx.IntImm, tirx.FloatImm, tirx.Var)):
-        return expr
-    if isinstance(expr, ir_expr.TensorLoad):
-        return tirx.BufferLoad(expr.source, [_rewrite(i, replace) for i in expr.indices])
-    if isinstance(expr, tirx.Cast):
-        return tirx.Cast(str(expr.ty), _rewrite(expr.value, replace))
-    if isinstance(expr, ir_expr.Call):
-        args = [_rewrite(a, replace) for a in expr.args]
-        return ir_expr.Call(expr.op, args, expr.attrs, expr.ty_args, ret_ty=expr.ty)
-    if isinstance(expr, tirx.Select):
-        parts = (expr.condition, expr.true_value, expr.false_value)
-        return tirx.Select(*(_rewrite(e, replace) for e in parts))
-    if hasattr(expr, "a") and hasattr(expr, "b"):  # Add, Mul, Max, LT, And, ...
-        return type(expr)(_rewrite(expr.a, replace), _rewrite(expr.b, replace))
-    raise _Unsupported(type(expr).__name__)
-
-
-def _loaded_buffers(expr) -> list[tirx.Buffer]:
-    found: list[tirx.Buffer] = []
-
-    def visit(node):
-        if isinstance(node, ir_expr.TensorLoad) and not any(b.same_as(node.source) for b in found):
-            found.append(node.source)
-        return None
-
-    _rewrite(expr, visit)
-    return found
-
-
-def _match(func: tirx.PrimFunc) -> _Match | None:
-    blocks = _blocks(func)
-    if len(blocks) < 2 or not blocks[0].name_hint.startswith("dequantize"):
-        return None
-    dequantize, matmul, *epilogues = blocks
-    if len(matmul.iter_vars) < 2 or matmul.iter_vars[-1].iter_type != tirx.IterVar.CommReduce:
-        return None
-    if any(iv.iter_type != tirx.IterVar.DataPar for iv in matmul.iter_vars[:-1]):
-        return None
-    quantized = _loaded_buffers(dequantize.body.value)
-    weights = [b for b in quantized if b.dtype == "uint32"]
-    scales = [b for b in quantized if b.dtype != "uint32"]
-    activations = [b for b in _loaded_buffers(matmul.body.value) if not b.same_as(dequantize.body.buffer)]
-    if len(weights) != 1 or len(scales) != 1 or len(activations) != 2:
-        return None
-    x = next(b for b in activations if not b.same_as(matmul.body.buffer))
-    out = matmul.body.buffer
-    for block in epilogues:
-        store = block.body
-        if not isinstance(store, tirx.BufferStore) or block.init is not None:
-            return None
-        if [str(i) for i in store.indices] != [str(iv.var) for iv in block.iter_vars]:
-            return None
-        if len(store.indices) != len(out.shape):
-            return None
-        out = store.buffer
-    return _Match(x, weights[0], scales[0], matmul.body.buffer, out, epilogues)
-
-
-def _epilogue(match: _Match, value, indices: list):
-    """The fused elementwise blocks applied to the matmul's `value` at output `indices`.
-
-    A block may read any earlier intermediate (gelu reads its input twice), always at its own
-    element; each is replaced by the expression that produced it.
-    """
-    produced = [(match.matmul, value)]
-    for block in match.epilogues:
-        iter_vars = [iv.var for iv in block.iter_vars]
-        at = dict(zip(iter_vars, indices, strict=True))
-
-        def replace(node, at=at, iter_vars=iter_vars):
-            if isinstance(node, ir_expr.TensorLoad):
-                source = next((v for buf, v in produced if buf.same_as(node.source)), None)
-                if source is None:
-                    return None
-                if len(node.indices) != len(iter_vars) or not all(
-                    i.same_as(v) for i, v in zip(node.indices, iter_vars, strict=True)
-                ):
-                    raise _Unsupported("an intermediate read at another element")
-                return source
-            if isinstance(node, tirx.Var):
-                return next((index for var, index in at.items() if var.same_as(node)), None)
-            return None
-
-        produced.append((block.body.buffer, _rewrite(block.body.value, replace)))
-    return produced[-1][1]
-
-
-def _unravel(flat, shape) -> list:
-    """Indices into `shape` of row-major position `flat` (known to be in range).
-
-    Unit dimensions get 0 and the outermost other one the quotient as is: no modulo by a
-    dynamic sequence length, which would cost a branchy select per use on WebGPU.
-    """
-    kept = [d for d, extent in enumerate(shape) if not (isinstance(extent, tirx.IntImm) and int(extent) == 1)]
-    indices = [tirx.IntImm("int64", 0)] * len(shape)
-    for d in reversed(kept):
-        if d == kept[0]:
-            indices[d] = flat
-        else:
-            indices[d] = tirx.floormod(flat, shape[d])
-            flat = tirx.floordiv(flat, shape[d])
-    return indices
-
-
 def _nibble_times_power(word, b):
     """float(q * 16^b) for the nibble at bit 4b of `word`, in two instructions.
 
@@ -221,7 +87,7 @@ def _prescale(b):
     return value
 
 
-def build_kernel(match: _Match, func: tirx.PrimFunc, word_major: bool) -> tirx.PrimFunc | None:
+def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx.PrimFunc | None:
     """The kernel, reading the packed weight row-major ([N, K/8] words) or, when `word_major`,
     as compiler/weight_layout.py lays it out at load time: word w of row n at w * N + n."""
     x, weight, scale, out = match.x, match.weight, match.scale, match.out
@@ -245,8 +111,8 @@ def build_kernel(match: _Match, func: tirx.PrimFunc, word_major: bool) -> tirx.P
     token_tiles = tirx.floordiv(token_count + (tokens - 1), tokens)
     matmul_dtype = match.matmul.dtype
 
-    # Raises _Unsupported here, not from inside the TVMScript parser (which would wrap it).
-    _epilogue(match, tirx.const(0.0, matmul_dtype), [tirx.IntImm("int64", 0)] * len(out.shape))
+    # Raises Unsupported here, not from inside the TVMScript parser (which would wrap it).
+    apply_epilogue(match, tirx.const(0.0, matmul_dtype), [tirx.IntImm("int64", 0)] * len(out.shape))
 
     def token_at(block_y, u):
         return block_y * tokens + u
@@ -266,7 +132,7 @@ def build_kernel(match: _Match, func: tirx.PrimFunc, word_major: bool) -> tirx.P
         return (g * words_per_group + j) * NIBBLES + b
 
     def result(token, row, acc):
-        return _epilogue(match, tirx.Cast(matmul_dtype, acc), [*_unravel(token, lead), row])
+        return apply_epilogue(match, tirx.Cast(matmul_dtype, acc), [*unravel(token, lead), row])
 
     offset = tirx.const(OFFSET, "float32")
 
@@ -334,10 +200,10 @@ def q4_matmul_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     The weight is read word-major where compiler/weight_layout.py marked the function so.
     """
     try:
-        match = _match(func)
+        match = match_q4_matmul(func)
         word_major = bool(func.attrs and func.attrs.get(WORD_MAJOR_ATTR, False))
         return build_kernel(match, func, word_major) if match is not None else None
-    except _Unsupported:
+    except Unsupported:
         return None
 
 
@@ -346,5 +212,5 @@ def weight_argument(func: tirx.PrimFunc) -> int | None:
     takes the function (so its weight may be laid out word-major)."""
     if q4_matmul_kernel(func) is None:
         return None
-    weight = _match(func).weight
+    weight = match_q4_matmul(func).weight
     return next(i for i, param in enumerate(func.params) if param.same_as(weight))

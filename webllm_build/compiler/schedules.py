@@ -15,12 +15,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline
 from tvm.target import Target
 
+from webllm_build.compiler.q4_gpu import q4_gpu_kernel
 from webllm_build.compiler.q4_matmul import q4_matmul_kernel
 
 SCHEDULE_CLASSES = ("gpu", "cpu-emulated")
@@ -60,9 +63,16 @@ def schedule_pass(schedule_class: str):
     """The pass that schedules every TIR function of a fused module for `schedule_class`."""
     if schedule_class == "gpu":
         return dl.ApplyDefaultSchedule(
-            dl.gpu.Matmul(), MultiRowGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+            HandWritten(q4_gpu_kernel),
+            dl.gpu.Matmul(),
+            MultiRowGEMV(),
+            dl.gpu.Reduction(),
+            dl.gpu.GeneralReduction(),
+            dl.gpu.Fallback(),
         )
-    return dl.ApplyDefaultSchedule(HandWrittenQ4Matmul(), RegisterMatmul(), RowReduction(), dl.gpu.Fallback())
+    return dl.ApplyDefaultSchedule(
+        HandWritten(q4_matmul_kernel), RegisterMatmul(), RowReduction(), dl.gpu.Fallback()
+    )
 
 
 class MultiRowGEMV(dl.gpu.GEMV):
@@ -106,13 +116,17 @@ class _Rule(dl.ScheduleRule):
         raise NotImplementedError
 
 
-class HandWrittenQ4Matmul(dl.ScheduleRule):
-    """4-bit matmuls (with fused elementwise epilogues) become compiler/q4_matmul.py's kernel."""
+class HandWritten(dl.ScheduleRule):
+    """Functions that `write` takes (4-bit matmuls with fused elementwise epilogues) become the
+    kernel it writes: compiler/q4_matmul.py's for the cpu-emulated class, q4_gpu.py's for gpu."""
+
+    def __init__(self, write: Callable[[tirx.PrimFunc], tirx.PrimFunc | None]) -> None:
+        self.write = write
 
     def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or "tirx.is_scheduled" in func.attrs:
             return None
-        kernel = q4_matmul_kernel(func)
+        kernel = self.write(func)
         return s_tir.Schedule(kernel) if kernel is not None else None
 
 

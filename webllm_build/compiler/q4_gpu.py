@@ -1,0 +1,207 @@
+"""The `gpu` class's 4-bit matmul for prompts (several tokens), written by hand.
+
+dlight's `Matmul` rule tiles the fused dequantize-matmul but turns every nibble into a float
+through an int-to-float conversion (a quarter-rate instruction on NVIDIA GPUs), subtracts the
+offset and multiplies by the group's scale per weight, and accumulates in the model's dtype
+(f16 for `q4f16_1`). This kernel computes a tile of tokens x rows per workgroup (MatmulTiling), one
+32-value step of the reduction at a time: the activations and that step's weights, dequantized
+once per tile (not once per token), are staged in workgroup memory (padded rows: no bank
+conflicts), and each thread accumulates a register tile in f32. A nibble q becomes the float
+q - 7 in two ALU steps: OR-ed into the mantissa of 2^23 it is the float 2^23 + q exactly, and
+subtracting 2^23 + 7 leaves q - 7, also exact. The fused elementwise epilogues (residual add,
+bias, gelu) are folded into the store (compiler/q4_fused.py).
+
+Measured on an H200 under Deno 2.9.6 (Phi-3.5-mini q4f16_1, random weights, interleaved with
+the dlight build, benchmarks/results/h200_prefill_matmul.json): prefill kernels at 125 tokens
+148.7 -> 72.9 ms, prefill 846 -> 1,916 tokens/s at 512 tokens and 749 -> 1,495 at 2,048; with
+the GEMV below swapped in too, the dlight build's 32 greedy tokens (log-probabilities within
+8.1e-3). Of the tilings tried (benchmarks/q4_kernels.py, one Deno process, Phi's
+layers at 512 tokens: o_proj / gate_up / down 1426 / 7502 / 3871 us with dlight), 64 x 64 with
+4 x 4 a thread took 541 / 2767 / 1431 us; 64 x 128 (4 x 8) and 128 x 64 (8 x 4) were 20% slower
+on o_proj and down and 7% faster on gate_up; 8 x 8 a thread, 45-78% slower
+(benchmarks/results/h200_q4_kernels_lab.json). Its relative error against a float64 CPU sum was 3e-4 to 5e-4, dlight's 5e-3 to 2e-2 (f16 accumulation).
+
+Not kept, measured: a GEMV for decoding in the same style (threads splitting each row's words,
+several rows a thread, words loaded ahead, partial sums in workgroup memory). In the model it
+was faster than dlight's on qkv and gate_up (0.634 -> 0.588, 0.857 -> 0.798 ms a token) and
+slower on o_proj and down (0.351 -> 0.427, 0.576 -> 0.724): decode GPU time 4.80 -> 4.92 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+from webllm_build.compiler.q4_fused import Q4Matmul, Unsupported, apply_epilogue, match_q4_matmul, unravel
+
+NIBBLES = 8  # 4-bit values per uint32 word
+MAGIC_BITS = 0x4B000000  # the float 2^23, whose mantissa's low bits then hold an integer
+MAGIC_MINUS_OFFSET = 8388608.0 + 7  # 2^23 + quantize.MAX_INT
+
+
+@dataclass(frozen=True)
+class MatmulTiling:
+    tokens: int = 64  # a workgroup's tile
+    rows: int = 64
+    thread_tokens: int = 4  # a thread's register tile
+    thread_rows: int = 4
+
+
+MATMUL = MatmulTiling()
+
+
+def _nibble_minus_offset(word, b):
+    """The float q - 7 of the nibble at bit 4b of `word` (b a constant once unrolled)."""
+    nibble = tirx.bitwise_and(tirx.shift_right(word, tirx.Cast("uint32", b * 4)), tirx.const(15, "uint32"))
+    bits = tirx.bitwise_or(nibble, tirx.const(MAGIC_BITS, "uint32"))
+    return tirx.reinterpret("float32", bits) - tirx.const(MAGIC_MINUS_OFFSET, "float32")
+
+
+def _shapes(match: Q4Matmul) -> tuple[int, int, int, int] | None:
+    """(rows, words per row, reduction length, groups), or None for a layout these kernels skip."""
+    rows_total, words = (int(e) for e in match.weight.shape)
+    reduce_len = int(match.x.shape[-1])
+    groups = int(match.scale.shape[-1])
+    if words * NIBBLES != reduce_len or reduce_len % groups or (reduce_len // groups) % NIBBLES:
+        return None
+    return rows_total, words, reduce_len, groups
+
+
+def tiled_matmul_kernel(
+    match: Q4Matmul, func: tirx.PrimFunc, tiling: MatmulTiling = MATMUL
+) -> tirx.PrimFunc | None:
+    shapes = _shapes(match)
+    if shapes is None:
+        return None
+    rows_total, words, reduce_len, groups = shapes
+    x, weight, scale, out = match.x, match.weight, match.scale, match.out
+    group_size = reduce_len // groups
+    step = 32 if group_size % 32 == 0 else group_size  # reduction values staged at a time
+    if step > 32:
+        return None
+    step_words = step // NIBBLES
+    tile_m, tile_n = tiling.tokens, tiling.rows
+    threads_m, threads_n = tile_m // tiling.thread_tokens, tile_n // tiling.thread_rows
+    threads = threads_m * threads_n
+    if (tile_m * step) % threads or (tile_n * step_words) % threads:
+        return None
+    lead = list(out.shape[:-1])
+    token_count = lead[0]
+    for extent in lead[1:]:
+        token_count = token_count * extent
+    row_tiles = (rows_total + tile_n - 1) // tile_n
+    token_tiles = tirx.floordiv(token_count + (tile_m - 1), tile_m)
+    x_stride, w_stride = tile_m + 1, tile_n + 1  # padded: no bank conflicts when staging
+    thread_m, thread_n = tiling.thread_tokens, tiling.thread_rows
+    matmul_dtype = match.matmul.dtype
+    apply_epilogue(match, tirx.const(0.0, matmul_dtype), [tirx.IntImm("int64", 0)] * len(out.shape))
+
+    def result(token, row, acc):
+        return apply_epilogue(match, tirx.Cast(matmul_dtype, acc), [*unravel(token, lead), row])
+
+    # Staging: load number `i` of a thread; consecutive threads take consecutive values of one
+    # token (or words of one row), so global loads coalesce.
+    def staged(ty, tx, i):
+        return ty * threads_n + tx + i * threads
+
+    def x_token(by, ty, tx, i):  # clamped: a partial last tile loads in bounds
+        return T.min(by * tile_m + T.floordiv(staged(ty, tx, i), step), token_count - 1)
+
+    def w_row(bx, ty, tx, i):
+        return T.min(bx * tile_n + T.floordiv(staged(ty, tx, i), step_words), rows_total - 1)
+
+    # A thread's register tile: tokens ty + u * threads_m and rows tx + i * threads_n of the
+    # workgroup's tile, so that neighbouring threads read neighbouring staged values.
+    def token_at(by, ty, u):
+        return by * tile_m + ty + u * threads_m
+
+    def row_at(bx, tx, i):
+        return bx * tile_n + tx + i * threads_n
+
+    @T.prim_func(s_tir=True, check_well_formed=False)
+    def kernel():
+        for bx in T.thread_binding(row_tiles, thread="blockIdx.x"):
+            for by in T.thread_binding(token_tiles, thread="blockIdx.y"):
+                for ty in T.thread_binding(threads_m, thread="threadIdx.y"):
+                    for tx in T.thread_binding(threads_n, thread="threadIdx.x"):
+                        with T.sblock("q4_tiled_matmul"):
+                            T.reads()
+                            T.writes()
+                            out_flat = T.decl_buffer((token_count * rows_total,), out.dtype, data=out.data)
+                            x_flat = T.decl_buffer((token_count * reduce_len,), x.dtype, data=x.data)
+                            w_flat = T.decl_buffer((rows_total * words,), weight.dtype, data=weight.data)
+                            s_flat = T.decl_buffer((rows_total * groups,), scale.dtype, data=scale.data)
+                            xs = T.sblock_alloc_buffer((step * x_stride,), "float32", scope="shared")
+                            ws = T.sblock_alloc_buffer((step * w_stride,), "float32", scope="shared")
+                            acc = T.sblock_alloc_buffer((thread_m, thread_n), "float32", scope="local")
+                            a = T.sblock_alloc_buffer((thread_m,), "float32", scope="local")
+                            w = T.sblock_alloc_buffer((thread_n,), "float32", scope="local")
+                            word = T.sblock_alloc_buffer((1,), "uint32", scope="local")
+                            s = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                            for u in T.unroll(thread_m):
+                                for i in T.unroll(thread_n):
+                                    acc[u, i] = T.float32(0)
+                            for kt in T.serial(reduce_len // step):
+                                for lx in T.unroll(tile_m * step // threads):
+                                    xs[
+                                        T.floormod(staged(ty, tx, lx), step) * x_stride
+                                        + T.floordiv(staged(ty, tx, lx), step)
+                                    ] = T.Cast(
+                                        "float32",
+                                        x_flat[
+                                            x_token(by, ty, tx, lx) * reduce_len
+                                            + kt * step
+                                            + T.floormod(staged(ty, tx, lx), step)
+                                        ],
+                                    )
+                                for lw in T.unroll(tile_n * step_words // threads):
+                                    word[0] = w_flat[
+                                        w_row(bx, ty, tx, lw) * words
+                                        + kt * step_words
+                                        + T.floormod(staged(ty, tx, lw), step_words)
+                                    ]
+                                    s[0] = T.Cast(
+                                        "float32",
+                                        s_flat[w_row(bx, ty, tx, lw) * groups + kt * step // group_size],
+                                    )
+                                    for b in T.unroll(NIBBLES):
+                                        ws[
+                                            (T.floormod(staged(ty, tx, lw), step_words) * NIBBLES + b)
+                                            * w_stride
+                                            + T.floordiv(staged(ty, tx, lw), step_words)
+                                        ] = _nibble_minus_offset(word[0], b) * s[0]
+                                T.tvm_storage_sync("shared")
+                                for k in T.unroll(step):
+                                    for u in T.unroll(thread_m):
+                                        a[u] = xs[k * x_stride + ty + u * threads_m]
+                                    for i in T.unroll(thread_n):
+                                        w[i] = ws[k * w_stride + tx + i * threads_n]
+                                    for u in T.unroll(thread_m):
+                                        for i in T.unroll(thread_n):
+                                            acc[u, i] = acc[u, i] + a[u] * w[i]
+                                T.tvm_storage_sync("shared")
+                            for u in T.unroll(thread_m):
+                                for i in T.unroll(thread_n):
+                                    if token_at(by, ty, u) < token_count and row_at(bx, tx, i) < rows_total:
+                                        out_flat[token_at(by, ty, u) * rows_total + row_at(bx, tx, i)] = (
+                                            result(token_at(by, ty, u), row_at(bx, tx, i), acc[u, i])
+                                        )
+
+    return func.with_body(kernel.body)
+
+
+def q4_gpu_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """The tiled matmul for a fused 4-bit matmul function of several tokens, else None (one
+    token's GEMV stays dlight's, see the module's docstring)."""
+    try:
+        match = match_q4_matmul(func)
+        if match is None:
+            return None
+        lead = list(match.out.shape[:-1])
+        if all(isinstance(e, tirx.IntImm) and int(e) == 1 for e in lead):
+            return None
+        return tiled_matmul_kernel(match, func)
+    except Unsupported:
+        return None
