@@ -60,3 +60,32 @@ def test_page_without_webgpu_gets_a_clear_error(tmp_path, browser, dense_softmax
         )
     assert error["code"] == "no-webgpu"
     assert "WebGPU" in error["message"]
+
+
+def test_chromium_gpu_runtime_finds_a_hardware_gpu_or_says_why(tmp_path, dense_softmax_wasm):
+    """`--runtime chromium-gpu` asks headless Chromium for the machine's GPU through Vulkan. Where
+    there is one, the adapter is hardware (not SwiftShader's fallback); on a machine without a
+    Vulkan GPU driver (CI) the adapter request never answers, and the engine says so after its
+    timeout instead of hanging the page, both when probing and when loading a library."""
+    from webllm_build.browser import launch_runtime
+
+    site = write_harness(tmp_path)
+    (site / dense_softmax_wasm.name).write_bytes(dense_softmax_wasm.read_bytes())
+    with serve_in_background(site) as url, launch_runtime("chromium-gpu") as session:
+        page, log = session.open(url)
+        adapter = evaluate(page, log, "webllm.probeWebGPU()")
+        if adapter["available"]:
+            assert adapter["isFallbackAdapter"] is False
+            return
+        assert "did not answer within 15 s" in adapter["reason"]
+        assert "chromium-gpu" in adapter["reason"] and "Vulkan GPU driver" in adapter["reason"]
+        error = evaluate(
+            page,
+            log,
+            """async (url) => {
+            try { await webllm.loadLibrary(url); return null; }
+            catch (e) { return {code: e.code, message: e.message}; } }""",
+            dense_softmax_wasm.name,
+        )
+    assert error["code"] == "no-webgpu"
+    assert error["message"] == adapter["reason"]

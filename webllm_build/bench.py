@@ -48,7 +48,7 @@ class BenchOptions:
     runs: int = 3
     timeout_s: float = 1800
     browser: Path | None = None
-    runtime: str = "chromium"  # or "deno" (browser.RUNTIMES)
+    runtime: str = "chromium"  # or "chromium-gpu", "deno" (browser.RUNTIMES)
     # The microbenchmark's streaming-read size and the least time one timed submission takes.
     bandwidth_bytes: int = 64 << 20
     microbench_min_ms: float = 200

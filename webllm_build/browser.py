@@ -27,6 +27,16 @@ CHROMIUM_ARGS = (
     "--disable-sync",
     "--disable-quic",
 )
+# Headless Chromium on Linux keeps WebGPU on SwiftShader unless told to reach a GPU through
+# Vulkan (ANGLE on Vulkan, no window surface, past the GPU blocklist). The `chromium-gpu` runtime
+# adds these; on a machine without a Vulkan GPU driver the adapter request then never answers,
+# which the engine's probe turns into an error after a timeout (web/src/webgpu.ts).
+CHROMIUM_HARDWARE_GPU_ARGS = (
+    "--enable-features=Vulkan",
+    "--use-angle=vulkan",
+    "--disable-vulkan-surface",
+    "--ignore-gpu-blocklist",
+)
 
 
 @dataclass
@@ -102,8 +112,9 @@ def _playwright_driver(sync_playwright: Any) -> Iterator[Any]:
 
 
 @contextmanager
-def launch_browser(executable: Path | None = None) -> Iterator[BrowserSession]:
-    """Headless Chromium: Debian's by default, or any Chromium-based browser at `executable`."""
+def launch_browser(executable: Path | None = None, hardware_gpu: bool = False) -> Iterator[BrowserSession]:
+    """Headless Chromium: Debian's by default, or any Chromium-based browser at `executable`;
+    with `hardware_gpu`, its WebGPU asks for the machine's GPU through Vulkan."""
     if executable is not None and not Path(executable).is_file():
         raise BrowserError(f"--browser {executable} does not exist. Pass the path of a Chromium executable.")
     chromium_path = str(executable) if executable is not None else find_chromium().path
@@ -117,7 +128,9 @@ def launch_browser(executable: Path | None = None) -> Iterator[BrowserSession]:
     with _playwright_driver(sync_playwright) as driver:
         try:
             browser = driver.chromium.launch(
-                executable_path=chromium_path, args=list(CHROMIUM_ARGS), headless=True
+                executable_path=chromium_path,
+                args=[*CHROMIUM_ARGS, *(CHROMIUM_HARDWARE_GPU_ARGS if hardware_gpu else ())],
+                headless=True,
             )
         except PlaywrightError as exc:
             raise BrowserError(
@@ -131,15 +144,16 @@ def launch_browser(executable: Path | None = None) -> Iterator[BrowserSession]:
 
 
 # Where check, bench and the pytest fixture run a site's engine: headless Chromium (the browser
-# visitors use; SwiftShader without a GPU) or Deno (wgpu: lavapipe with shader-f16, real GPUs).
-RUNTIMES = ("chromium", "deno")
+# visitors use; SwiftShader), headless Chromium on the machine's GPU (Vulkan), or Deno (wgpu:
+# lavapipe with shader-f16 without a GPU, the GPU where there is one).
+RUNTIMES = ("chromium", "chromium-gpu", "deno")
 
 
 @contextmanager
 def launch_runtime(runtime: str = "chromium", browser: Path | None = None) -> Iterator[Any]:
     """A session whose `open(url)` gives a page on `runtime`; `browser` picks Chromium's executable."""
-    if runtime == "chromium":
-        with launch_browser(browser) as session:
+    if runtime in ("chromium", "chromium-gpu"):
+        with launch_browser(browser, hardware_gpu=runtime == "chromium-gpu") as session:
             yield session
     elif runtime == "deno":
         if browser is not None:

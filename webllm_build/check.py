@@ -46,7 +46,7 @@ class CheckOptions:
     models: tuple[str, ...] = ()  # empty: every model of the site
     timeout_s: float | None = None  # per case and per load; None: the golden file's default
     browser: Path | None = None  # another Chromium executable
-    runtime: str = "chromium"  # or "deno" (browser.RUNTIMES)
+    runtime: str = "chromium"  # or "chromium-gpu", "deno" (browser.RUNTIMES)
     checkpoint: str | None = None  # the reference's checkpoint, if not the spec the build recorded
 
 

@@ -353,8 +353,10 @@ def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
         "--runtime",
         choices=RUNTIMES,
         default="chromium",
-        help="run the engine in headless Chromium (default) or in Deno (WebGPU through wgpu: "
-        "Mesa's lavapipe without a GPU, with shader-f16; real GPUs on servers)",
+        help="run the engine in headless Chromium (default; SwiftShader's WebGPU), in headless "
+        "Chromium on this machine's GPU through Vulkan (chromium-gpu; needs a Vulkan GPU driver), "
+        "or in Deno (WebGPU through wgpu: Mesa's lavapipe without a GPU, with shader-f16; real GPUs "
+        "on servers)",
     )
 
 

@@ -29,12 +29,17 @@ export async function loadLibrary(
   log: (msg: string) => void = () => {},
   requirements?: AdapterRequirements,
 ): Promise<LoadedLibrary> {
-  const gpuDevice = await requestModelDevice().catch(() => undefined);
+  let requestFailure: string | undefined;
+  const gpuDevice = await requestModelDevice().catch((error: unknown) => {
+    requestFailure = error instanceof Error ? error.message : String(error);
+    return undefined;
+  });
   if (!gpuDevice) {
     throw new EngineError(
       "no-webgpu",
-      "This browser exposes no WebGPU adapter. Use a recent Chrome or Edge, or start Chromium " +
-        "with --enable-unsafe-webgpu.",
+      requestFailure ??
+        "This browser exposes no WebGPU adapter. Use a recent Chrome or Edge, or start Chromium " +
+          "with --enable-unsafe-webgpu.",
     );
   }
   if (requirements) checkAdapter(gpuDevice, requirements);

@@ -28,12 +28,41 @@ export function reportedLimits(limits: GPUSupportedLimits): Record<string, numbe
   return values;
 }
 
+// How long an adapter request may take. A browser's GPU process answers in well under a second
+// (a few seconds while it starts); a stuck driver, or headless Chromium told to use a Vulkan GPU
+// on a machine that has no GPU driver, never answers, and the page would wait forever.
+export const ADAPTER_TIMEOUT_MS = 15_000;
+
+export const ADAPTER_TIMEOUT_REASON =
+  `navigator.gpu.requestAdapter() did not answer within ${ADAPTER_TIMEOUT_MS / 1000} s: the browser's ` +
+  "GPU process or driver is stuck. Restart the browser or update the GPU driver; in headless " +
+  "Chromium, the hardware-GPU flags (webllm_build's --runtime chromium-gpu) need a Vulkan GPU driver.";
+
+// `request`'s answer, or "timeout" if it has none after ADAPTER_TIMEOUT_MS.
+async function answerInTime<T>(request: Promise<T>): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), ADAPTER_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([request, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// The high-performance adapter, null where there is none, "timeout" where the request hangs.
+function requestAdapter(gpu: GPU): Promise<GPUAdapter | null | "timeout"> {
+  return answerInTime(gpu.requestAdapter({ powerPreference: "high-performance" }));
+}
+
 export async function probeWebGPU(): Promise<AdapterReport> {
   const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
   if (!gpu) {
     return { available: false, reason: "navigator.gpu is missing: this browser has no WebGPU." };
   }
-  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const adapter = await requestAdapter(gpu);
+  if (adapter === "timeout") return { available: false, reason: ADAPTER_TIMEOUT_REASON };
   if (!adapter) {
     return { available: false, reason: "navigator.gpu.requestAdapter() returned no adapter." };
   }
@@ -65,10 +94,14 @@ const WANTED_FEATURES: GPUFeatureName[] = ["shader-f16", "subgroups"];
 // allows 2-4 GiB. Undefined when there is no WebGPU or no adapter.
 export async function requestModelDevice(): Promise<GPUDevice | undefined> {
   const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
-  const adapter = await gpu?.requestAdapter({ powerPreference: "high-performance" });
+  const adapter = gpu ? await requestAdapter(gpu) : null;
+  if (adapter === "timeout") throw new Error(ADAPTER_TIMEOUT_REASON);
   if (!adapter) return undefined;
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
-  const device = await adapter.requestDevice({ requiredLimits: reportedLimits(adapter.limits), requiredFeatures });
+  const device = await answerInTime(
+    adapter.requestDevice({ requiredLimits: reportedLimits(adapter.limits), requiredFeatures }),
+  );
+  if (device === "timeout") throw new Error(ADAPTER_TIMEOUT_REASON.replace("requestAdapter", "GPUAdapter.requestDevice"));
   // One line in the console says which GPU a report or a bug is about.
   const { vendor, description } = adapter.info;
   console.info(
