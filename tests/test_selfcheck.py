@@ -44,20 +44,25 @@ def test_cpu_build_matches_numpy():
         np.testing.assert_allclose(out, selfcheck.reference(*cases[n]), atol=1e-6)
 
 
+def _load_library_error(page, log, name: str) -> dict | None:
+    """The {code, message} of the error loading library `name` in the page, None if it loads."""
+    return evaluate(
+        page,
+        log,
+        """async (url) => {
+        try { await webllm.loadLibrary(url); return null; }
+        catch (e) { return {code: e.code, message: e.message}; } }""",
+        name,
+    )
+
+
 def test_page_without_webgpu_gets_a_clear_error(tmp_path, browser, dense_softmax_wasm):
     site = write_harness(tmp_path)
     (site / dense_softmax_wasm.name).write_bytes(dense_softmax_wasm.read_bytes())
     with serve_in_background(site) as url:
         page, log = browser.open(url, webgpu=False)
         assert evaluate(page, log, "webllm.probeWebGPU()")["available"] is False
-        error = evaluate(
-            page,
-            log,
-            """async (url) => {
-            try { await webllm.loadLibrary(url); return null; }
-            catch (e) { return {code: e.code, message: e.message}; } }""",
-            dense_softmax_wasm.name,
-        )
+        error = _load_library_error(page, log, dense_softmax_wasm.name)
     assert error["code"] == "no-webgpu"
     assert "WebGPU" in error["message"]
 
@@ -79,13 +84,6 @@ def test_chromium_gpu_runtime_finds_a_hardware_gpu_or_says_why(tmp_path, dense_s
             return
         assert "did not answer within 15 s" in adapter["reason"]
         assert "chromium-gpu" in adapter["reason"] and "Vulkan GPU driver" in adapter["reason"]
-        error = evaluate(
-            page,
-            log,
-            """async (url) => {
-            try { await webllm.loadLibrary(url); return null; }
-            catch (e) { return {code: e.code, message: e.message}; } }""",
-            dense_softmax_wasm.name,
-        )
+        error = _load_library_error(page, log, dense_softmax_wasm.name)
     assert error["code"] == "no-webgpu"
     assert error["message"] == adapter["reason"]

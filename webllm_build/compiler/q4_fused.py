@@ -131,6 +131,15 @@ def apply_epilogue(match: Q4Matmul, value, indices: list):
     return produced[-1][1]
 
 
+def flat_token_count(lead: list):
+    """How many tokens the leading (batch, sequence) dimensions `lead` hold: an expression
+    where the sequence length is dynamic."""
+    count = lead[0]
+    for extent in lead[1:]:
+        count = count * extent
+    return count
+
+
 def unravel(flat, shape) -> list:
     """Indices into `shape` of row-major position `flat` (known to be in range).
 

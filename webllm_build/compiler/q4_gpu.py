@@ -19,7 +19,8 @@ the GEMV below swapped in too, the dlight build's 32 greedy tokens (log-probabil
 layers at 512 tokens: o_proj / gate_up / down 1426 / 7502 / 3871 us with dlight), 64 x 64 with
 4 x 4 a thread took 541 / 2767 / 1431 us; 64 x 128 (4 x 8) and 128 x 64 (8 x 4) were 20% slower
 on o_proj and down and 7% faster on gate_up; 8 x 8 a thread, 45-78% slower
-(benchmarks/results/h200_q4_kernels_lab.json). Its relative error against a float64 CPU sum was 3e-4 to 5e-4, dlight's 5e-3 to 2e-2 (f16 accumulation).
+(benchmarks/results/h200_q4_kernels_lab.json). Its relative error against a float64 CPU sum
+was 3e-4 to 5e-4, dlight's 5e-3 to 2e-2 (f16 accumulation).
 
 Not kept, measured: a GEMV for decoding in the same style (threads splitting each row's words,
 several rows a thread, words loaded ahead, partial sums in workgroup memory). In the model it
@@ -34,7 +35,14 @@ from dataclasses import dataclass
 from tvm import tirx
 from tvm.script import tirx as T
 
-from webllm_build.compiler.q4_fused import Q4Matmul, Unsupported, apply_epilogue, match_q4_matmul, unravel
+from webllm_build.compiler.q4_fused import (
+    Q4Matmul,
+    Unsupported,
+    apply_epilogue,
+    flat_token_count,
+    match_q4_matmul,
+    unravel,
+)
 
 NIBBLES = 8  # 4-bit values per uint32 word
 MAGIC_BITS = 0x4B000000  # the float 2^23, whose mantissa's low bits then hold an integer
@@ -88,9 +96,7 @@ def tiled_matmul_kernel(
     if (tile_m * step) % threads or (tile_n * step_words) % threads:
         return None
     lead = list(out.shape[:-1])
-    token_count = lead[0]
-    for extent in lead[1:]:
-        token_count = token_count * extent
+    token_count = flat_token_count(lead)
     row_tiles = (rows_total + tile_n - 1) // tile_n
     token_tiles = tirx.floordiv(token_count + (tile_m - 1), tile_m)
     x_stride, w_stride = tile_m + 1, tile_n + 1  # padded: no bank conflicts when staging

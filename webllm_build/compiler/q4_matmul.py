@@ -46,7 +46,14 @@ import math
 from tvm import tirx
 from tvm.script import tirx as T
 
-from webllm_build.compiler.q4_fused import Q4Matmul, Unsupported, apply_epilogue, match_q4_matmul, unravel
+from webllm_build.compiler.q4_fused import (
+    Q4Matmul,
+    Unsupported,
+    apply_epilogue,
+    flat_token_count,
+    match_q4_matmul,
+    unravel,
+)
 
 # Per thread: `rows` output rows of `tokens` tokens, THREADS threads a workgroup. Measured on
 # SwiftShader (ms per call, SmolLM2 shapes): decoding one token, 32 rows x 4 threads beat 8x8,
@@ -104,9 +111,7 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
         rows, tokens = (exact[0] if exact else DECODE_ROWS[0]), 1
     else:
         rows, tokens = PREFILL_TILE
-    token_count = lead[0]
-    for extent in lead[1:]:
-        token_count = token_count * extent
+    token_count = flat_token_count(lead)
     row_tiles = (rows_total + rows * THREADS - 1) // (rows * THREADS)
     token_tiles = tirx.floordiv(token_count + (tokens - 1), tokens)
     matmul_dtype = match.matmul.dtype
