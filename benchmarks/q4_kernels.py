@@ -22,11 +22,11 @@ from pathlib import Path
 
 import tvm
 from tvm import relax, s_tir, tirx
-from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.relax.frontend import nn
 from tvm.s_tir import dlight as dl
 
 from webllm_build.compiler import q4_gpu
+from webllm_build.compiler.pipeline import fusion_passes
 from webllm_build.compiler.q4_fused import match_q4_matmul
 from webllm_build.compiler.target import webgpu_target
 from webllm_build.quantize import GroupQuantLinear, get_quantization
@@ -65,9 +65,8 @@ def fused_matmul(k: int, n: int, residual: bool, tokens: int | str, quantization
     mod, _ = _Linear(k, n, residual, quantization).export_tvm(spec=spec)
     target = webgpu_target()
     with target:
-        passes = gpu_generic.library_dispatch_passes(target) + gpu_generic.legalize_passes(target)[:-1]
         mod = relax.transform.FuseTransposeMatmul()(mod)
-        mod = tvm.transform.Sequential(passes)(mod)
+        mod = tvm.transform.Sequential(fusion_passes(target))(mod)
     (func,) = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc) and match_q4_matmul(f)]
     return func
 

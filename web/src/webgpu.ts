@@ -33,10 +33,13 @@ export function reportedLimits(limits: GPUSupportedLimits): Record<string, numbe
 // on a machine that has no GPU driver, never answers, and the page would wait forever.
 export const ADAPTER_TIMEOUT_MS = 15_000;
 
-export const ADAPTER_TIMEOUT_REASON =
-  `navigator.gpu.requestAdapter() did not answer within ${ADAPTER_TIMEOUT_MS / 1000} s: the browser's ` +
-  "GPU process or driver is stuck. Restart the browser or update the GPU driver; in headless " +
-  "Chromium, the hardware-GPU flags (webllm_build's --runtime chromium-gpu) need a Vulkan GPU driver.";
+function noAnswer(call: string): string {
+  return (
+    `${call} did not answer within ${ADAPTER_TIMEOUT_MS / 1000} s: the browser's GPU process or ` +
+    "driver is stuck. Restart the browser or update the GPU driver; in headless Chromium, the " +
+    "hardware-GPU flags (webllm_build's --runtime chromium-gpu) need a Vulkan GPU driver."
+  );
+}
 
 // `request`'s answer, or "timeout" if it has none after ADAPTER_TIMEOUT_MS.
 async function answerInTime<T>(request: Promise<T>): Promise<T | "timeout"> {
@@ -62,7 +65,7 @@ export async function probeWebGPU(): Promise<AdapterReport> {
     return { available: false, reason: "navigator.gpu is missing: this browser has no WebGPU." };
   }
   const adapter = await requestAdapter(gpu);
-  if (adapter === "timeout") return { available: false, reason: ADAPTER_TIMEOUT_REASON };
+  if (adapter === "timeout") return { available: false, reason: noAnswer("navigator.gpu.requestAdapter()") };
   if (!adapter) {
     return { available: false, reason: "navigator.gpu.requestAdapter() returned no adapter." };
   }
@@ -95,13 +98,13 @@ const WANTED_FEATURES: GPUFeatureName[] = ["shader-f16", "subgroups"];
 export async function requestModelDevice(): Promise<GPUDevice | undefined> {
   const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
   const adapter = gpu ? await requestAdapter(gpu) : null;
-  if (adapter === "timeout") throw new Error(ADAPTER_TIMEOUT_REASON);
+  if (adapter === "timeout") throw new Error(noAnswer("navigator.gpu.requestAdapter()"));
   if (!adapter) return undefined;
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
   const device = await answerInTime(
     adapter.requestDevice({ requiredLimits: reportedLimits(adapter.limits), requiredFeatures }),
   );
-  if (device === "timeout") throw new Error(ADAPTER_TIMEOUT_REASON.replace("requestAdapter", "GPUAdapter.requestDevice"));
+  if (device === "timeout") throw new Error(noAnswer("GPUAdapter.requestDevice()"));
   // One line in the console says which GPU a report or a bug is about.
   const { vendor, description } = adapter.info;
   console.info(

@@ -41,18 +41,22 @@ def model_pipeline(
     return pipeline
 
 
+def fusion_passes(target: Target) -> list[tvm.transform.Pass]:
+    """TVM's WebGPU passes up to operator fusion: its gpu_generic library dispatch and legalize
+    phases without their last step, the dlight rules, which the schedule classes replace."""
+    return gpu_generic.library_dispatch_passes(target) + gpu_generic.legalize_passes(target)[:-1]
+
+
 def _gpu_pipeline(
     target: Target, schedule_class: str, attention: AttentionShape | None
 ) -> tvm.transform.Pass:
-    # TVM's gpu_generic legalize phase ends with its dlight rules; everything else is kept as is.
-    legalize = gpu_generic.legalize_passes(target)[:-1]
 
     @tvm.transform.module_pass(opt_level=0, name="webllm_build_gpu_pipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         if schedule_class == "cpu-emulated" and attention is not None:
             mod = replace_attention(mod, attention)
         with target:
-            mod = tvm.transform.Sequential(gpu_generic.library_dispatch_passes(target) + legalize)(mod)
+            mod = tvm.transform.Sequential(fusion_passes(target))(mod)
             # After fusion, where the 4-bit matmuls and each weight's readers are known.
             mod = add_prepare_params(mod, word_major=schedule_class == "cpu-emulated")
             return tvm.transform.Sequential(

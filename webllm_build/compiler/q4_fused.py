@@ -131,6 +131,20 @@ def apply_epilogue(match: Q4Matmul, value, indices: list):
     return produced[-1][1]
 
 
+NIBBLES = 8  # 4-bit values per uint32 word
+
+
+def whole_word_shapes(match: Q4Matmul) -> tuple[int, int, int, int] | None:
+    """(rows, words per row, reduction length, groups) of a matmul whose rows and groups are
+    whole packed words, the layout the hand-written kernels read; else None."""
+    rows_total, words = (int(e) for e in match.weight.shape)
+    reduce_len = int(match.x.shape[-1])
+    groups = int(match.scale.shape[-1])
+    if words * NIBBLES != reduce_len or reduce_len % groups or (reduce_len // groups) % NIBBLES:
+        return None
+    return rows_total, words, reduce_len, groups
+
+
 def flat_token_count(lead: list):
     """How many tokens the leading (batch, sequence) dimensions `lead` hold: an expression
     where the sequence length is dynamic."""

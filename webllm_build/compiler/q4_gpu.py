@@ -36,15 +36,16 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from webllm_build.compiler.q4_fused import (
+    NIBBLES,
     Q4Matmul,
     Unsupported,
     apply_epilogue,
     flat_token_count,
     match_q4_matmul,
     unravel,
+    whole_word_shapes,
 )
 
-NIBBLES = 8  # 4-bit values per uint32 word
 MAGIC_BITS = 0x4B000000  # the float 2^23, whose mantissa's low bits then hold an integer
 MAGIC_MINUS_OFFSET = 8388608.0 + 7  # 2^23 + quantize.MAX_INT
 
@@ -67,20 +68,10 @@ def _nibble_minus_offset(word, b):
     return tirx.reinterpret("float32", bits) - tirx.const(MAGIC_MINUS_OFFSET, "float32")
 
 
-def _shapes(match: Q4Matmul) -> tuple[int, int, int, int] | None:
-    """(rows, words per row, reduction length, groups), or None for a layout these kernels skip."""
-    rows_total, words = (int(e) for e in match.weight.shape)
-    reduce_len = int(match.x.shape[-1])
-    groups = int(match.scale.shape[-1])
-    if words * NIBBLES != reduce_len or reduce_len % groups or (reduce_len // groups) % NIBBLES:
-        return None
-    return rows_total, words, reduce_len, groups
-
-
 def tiled_matmul_kernel(
     match: Q4Matmul, func: tirx.PrimFunc, tiling: MatmulTiling = MATMUL
 ) -> tirx.PrimFunc | None:
-    shapes = _shapes(match)
+    shapes = whole_word_shapes(match)
     if shapes is None:
         return None
     rows_total, words, reduce_len, groups = shapes

@@ -47,12 +47,14 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from webllm_build.compiler.q4_fused import (
+    NIBBLES,
     Q4Matmul,
     Unsupported,
     apply_epilogue,
     flat_token_count,
     match_q4_matmul,
     unravel,
+    whole_word_shapes,
 )
 
 # Per thread: `rows` output rows of `tokens` tokens, THREADS threads a workgroup. Measured on
@@ -69,7 +71,6 @@ DECODE_ROWS = (32, 16, 8)
 # decode speed (9.25 -> 9.06 tokens/s) and 10% of prefill (23.7 -> 21).
 PREFILL_TILE = (16, 4)
 THREADS = 4
-NIBBLES = 8  # 4-bit values per uint32 word
 OFFSET = 7  # stored nibble = q + 7 (quantize.MAX_INT)
 # PrimFunc attribute: its packed weight arrives word-major (compiler/weight_layout.py).
 WORD_MAJOR_ATTR = "webllm.word_major_weight"
@@ -97,12 +98,11 @@ def _prescale(b):
 def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx.PrimFunc | None:
     """The kernel, reading the packed weight row-major ([N, K/8] words) or, when `word_major`,
     as compiler/weight_layout.py lays it out at load time: word w of row n at w * N + n."""
-    x, weight, scale, out = match.x, match.weight, match.scale, match.out
-    rows_total, words = (int(e) for e in weight.shape)
-    reduce_len = int(x.shape[-1])
-    groups = int(scale.shape[-1])
-    if words * NIBBLES != reduce_len or reduce_len % groups or (reduce_len // groups) % NIBBLES:
+    shapes = whole_word_shapes(match)
+    if shapes is None:
         return None
+    rows_total, words, reduce_len, groups = shapes
+    x, weight, scale, out = match.x, match.weight, match.scale, match.out
     words_per_group = reduce_len // groups // NIBBLES
     lead = list(out.shape[:-1])
     tokens_total = math.prod(lead) if all(isinstance(e, tirx.IntImm) for e in lead) else None
