@@ -82,8 +82,10 @@ def test_chromium_gpu_runtime_finds_a_hardware_gpu_or_says_why(tmp_path, dense_s
         if adapter["available"]:
             assert adapter["isFallbackAdapter"] is False
             return
-        assert "did not answer within 15 s" in adapter["reason"]
-        assert "chromium-gpu" in adapter["reason"] and "Vulkan GPU driver" in adapter["reason"]
         error = _load_library_error(page, log, dense_softmax_wasm.name)
     assert error["code"] == "no-webgpu"
+    if adapter["reason"] == "navigator.gpu.requestAdapter() returned no adapter.":
+        return  # a Chromium that answers "none" at once instead of hanging (not this machine's)
+    assert "did not answer within 15 s" in adapter["reason"]
+    assert "chromium-gpu" in adapter["reason"] and "Vulkan GPU driver" in adapter["reason"]
     assert error["message"] == adapter["reason"]
