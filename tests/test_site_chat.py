@@ -24,11 +24,6 @@ def test_chat_streams_greedy_reply_and_reuses_the_cache(chat_site, chat_checkpoi
     assert chat.page.evaluate("window.webllmApp.engineKind") == "worker"
     chat.settings(temperature=0, max_tokens=12)
     chat.load(TINY)
-    # Count how often the reply is redrawn while it streams in.
-    chat.page.evaluate(
-        """() => { window.redraws = 0; new MutationObserver(() => window.redraws++)
-            .observe(document.getElementById('conversation'), {subtree: true, childList: true}); }"""
-    )
 
     first = [{"role": "user", "content": "Hello, world!"}]
     ids = reference.prompt_ids(first)
@@ -36,7 +31,8 @@ def test_chat_streams_greedy_reply_and_reuses_the_cache(chat_site, chat_checkpoi
     chat.send("Hello, world!")
     reply = chat.wait_for_reply()
     assert reply == expected
-    assert chat.page.evaluate("window.redraws") > 3  # streamed, not painted once at the end
+    # That the reply is painted while it streams (not once at the end) is test_stop_ends_the_reply_midway:
+    # 12 tiny-model tokens can all arrive within one animation frame on a busy machine.
     usage = chat.usage()
     assert (usage["prompt_tokens"], usage["prefill_tokens"]) == (len(ids), len(ids))
     assert usage["completion_tokens"] == 12
@@ -66,10 +62,12 @@ def test_stop_ends_the_reply_midway(chat_site, chat_checkpoints, browser):
     chat.load(TINY)
     chat.send(prompt)
     chat.wait_for_streaming()
+    painted = chat.page.evaluate("document.querySelector('.message.assistant:last-child').dataset.raw")
     chat.page.click("#stop")
     reply = chat.wait_for_reply()
     assert 0 < chat.stats_tokens() < 200
-    assert full.startswith(reply)
+    # The reply was on screen while it streamed, and what was painted is the start of the right reply.
+    assert painted and reply.startswith(painted) and full.startswith(reply)
     # The page is usable again, and the stopped reply is part of the conversation.
     assert chat.page.is_enabled("#send") and chat.page.is_enabled("#new-chat")
     chat.page.click("#new-chat")
