@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from webllm_build.browser import RUNTIMES, launch_runtime
-from webllm_build.sitepage import SitePage, site_url
+from webllm_build.verify.browser import RUNTIMES, launch_runtime
+from webllm_build.verify.sitepage import SitePage, site_url
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 

@@ -82,11 +82,11 @@ def split_by_family(timed_ns: dict[str, int] | None) -> dict[str, float] | None:
 
 
 def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
-    from webllm_build import profiling
-    from webllm_build.browser import evaluate, launch_browser
     from webllm_build.compile import CompileOptions, compile_model
     from webllm_build.serve import serve_in_background
-    from webllm_build.testing import PageModel, stage_models
+    from webllm_build.verify import profiling
+    from webllm_build.verify.browser import evaluate, launch_browser
+    from webllm_build.verify.testing import PageModel, stage_models
 
     with tempfile.TemporaryDirectory(prefix="webllm-bench-speed-") as tmp:
         options = CompileOptions(model=MODEL, quantization="q4f32_1", schedules=(schedules,))

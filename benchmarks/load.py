@@ -19,10 +19,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 
 
 def main() -> None:
-    from webllm_build.browser import evaluate, launch_browser
     from webllm_build.compile import CompileOptions, compile_model
     from webllm_build.serve import serve_in_background
-    from webllm_build.testing import PageModel, stage_models
+    from webllm_build.verify.browser import evaluate, launch_browser
+    from webllm_build.verify.testing import PageModel, stage_models
 
     with tempfile.TemporaryDirectory(prefix="webllm-bench-load-") as tmp:
         compiled = compile_model(

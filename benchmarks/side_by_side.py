@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from webllm_build.bench import (
+from webllm_build.verify.bench import (
     BenchOptions,
     compare_reports,
     format_report,

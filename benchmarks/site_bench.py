@@ -18,8 +18,8 @@ QUANTIZATIONS = ("q4f32_1", "q0f32")
 
 
 def main(prompt_tokens: str = "16,64,128", gen_tokens: int = 32, runs: int = 3) -> None:
-    from webllm_build.bench import BenchOptions, format_report, plot_report, run_bench
     from webllm_build.site import SiteOptions, build_site
+    from webllm_build.verify.bench import BenchOptions, format_report, plot_report, run_bench
 
     reports = []
     with tempfile.TemporaryDirectory(prefix="webllm-site-bench-") as tmp:

@@ -25,7 +25,7 @@ def main() -> None:
         from webllm_build.compiler.runtime import build_runtime
         from webllm_build.compiler.target import webgpu_target
         from webllm_build.compiler.toolchain import find_emcc
-        from webllm_build.selfcheck import DenseSoftmax
+        from webllm_build.verify.selfcheck import DenseSoftmax
 
         start = time.perf_counter()
         runtime = build_runtime(print)

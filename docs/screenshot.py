@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from webllm_build.browser import BrowserSession, launch_browser
 from webllm_build.serve import serve_in_background
 from webllm_build.site import SiteOptions, build_site
+from webllm_build.verify.browser import BrowserSession, launch_browser
 
 QUESTION = "What is the capital of France? Answer in one sentence."
 APP_READY = "window.webllmAppReady === true"

@@ -12,7 +12,7 @@ from typing import Any
 
 from conftest import REPO
 
-from webllm_build.reference import hf_greedy, load_reference
+from webllm_build.verify.reference import hf_greedy, load_reference
 
 TINY = "tiny-llama-q4f32_1"
 HOSTILE = "hostile-q4f32_1"

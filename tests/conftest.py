@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 # tests/test_browser_models.py builds and checks every schedule class.
 CI_SCHEDULES = ("cpu-emulated",)
 
-# The fixtures users get from webllm_build.testing (webllm_page etc.); ours pick the site below.
-pytest_plugins = ["webllm_build.testing"]
+# The fixtures users get from webllm_build.verify.testing (webllm_page etc.); ours pick the site below.
+pytest_plugins = ["webllm_build.verify.testing"]
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def wasm_runtime():
 
 @pytest.fixture(scope="session")
 def browser():
-    from webllm_build.browser import launch_browser
+    from webllm_build.verify.browser import launch_browser
 
     with launch_browser() as session:
         yield session
@@ -57,7 +57,7 @@ def tiny_site(tmp_path_factory, wasm_runtime) -> Path:
 
 @pytest.fixture(scope="session")
 def webllm_site(tiny_site) -> str:
-    """The site webllm_page (webllm_build.testing) loads in this project's tests."""
+    """The site webllm_page (webllm_build.verify.testing) loads in this project's tests."""
     return str(tiny_site)
 
 

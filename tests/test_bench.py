@@ -10,7 +10,8 @@ import statistics
 
 import pytest
 
-from webllm_build.bench import (
+from webllm_build.cli import _int_list
+from webllm_build.verify.bench import (
     BenchOptions,
     PromptBuilder,
     compare_reports,
@@ -21,8 +22,7 @@ from webllm_build.bench import (
     spread,
     write_report,
 )
-from webllm_build.cli import _int_list
-from webllm_build.sitepage import site_url
+from webllm_build.verify.sitepage import site_url
 
 MODEL = "tiny-llama-q4f32_1"
 SPREAD = {"min", "median", "max", "values"}

@@ -7,10 +7,10 @@ import pytest
 from checkpoints import make_llama, make_phi, make_qwen2
 from reference import hf_greedy, hf_last_logits, requantize_
 
-from webllm_build.browser import evaluate
 from webllm_build.compile import CompileOptions, compile_model
 from webllm_build.serve import serve_in_background
-from webllm_build.testing import PageModel, stage_models
+from webllm_build.verify.browser import evaluate
+from webllm_build.verify.testing import PageModel, stage_models
 
 PROMPT = [5, 17, 42, 7, 99, 3, 25, 11, 9, 301, 44]
 # Every kernel schedule class is held to the same bounds; the page is told which library to use

@@ -16,10 +16,10 @@ import pytest
 from checkpoints import make_llama
 from conftest import CI_SCHEDULES, run_cli
 
-from webllm_build.check import CheckOptions, junit_xml, run_check
 from webllm_build.errors import WebLLMBuildError
-from webllm_build.golden import GOLDEN_VERSION, Expected, compare, read_golden
 from webllm_build.site import SiteOptions, build_site
+from webllm_build.verify.check import CheckOptions, junit_xml, run_check
+from webllm_build.verify.golden import GOLDEN_VERSION, Expected, compare, read_golden
 
 MODEL = "tiny-llama-q4f32_1"
 

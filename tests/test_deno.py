@@ -17,12 +17,12 @@ from chat_page import TINY
 from checkpoints import make_llama, make_phi, make_phi3, make_qwen2
 from conftest import run_cli
 
-from webllm_build.browser import launch_runtime
 from webllm_build.compile import CompileOptions, compile_model
-from webllm_build.reference import hf_greedy_logprobs, hf_last_logits, load_reference, requantize_
 from webllm_build.serve import serve_in_background
-from webllm_build.sitepage import SitePage
-from webllm_build.testing import PageModel, stage_models
+from webllm_build.verify.browser import launch_runtime
+from webllm_build.verify.reference import hf_greedy_logprobs, hf_last_logits, load_reference, requantize_
+from webllm_build.verify.sitepage import SitePage
+from webllm_build.verify.testing import PageModel, stage_models
 
 F16 = "tiny-llama-q4f16_1"
 F32 = "tiny-llama-q4f32_1"
@@ -102,7 +102,7 @@ def test_pytest_plugin_runs_on_deno(variants_site, tmp_path):
             "pytest",
             "-q",
             "-p",
-            "webllm_build.testing",
+            "webllm_build.verify.testing",
             "--rootdir",
             str(tmp_path),
             "--webllm-site",

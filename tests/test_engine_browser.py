@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 from webllm_build.compile import CompileOptions, compile_model
 from webllm_build.serve import serve_in_background
-from webllm_build.testing import PageModel, stage_models
+from webllm_build.verify.testing import PageModel, stage_models
 
 FIRST = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello there"}]
 

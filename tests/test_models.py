@@ -37,7 +37,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 from webllm_build.compile import CompileOptions, compile_model
 from webllm_build.errors import WebLLMBuildError
 from webllm_build.loaders import resolve_model
-from webllm_build.runner import CpuModel
+from webllm_build.verify.runner import CpuModel
 
 LOGIT_TOLERANCE = 1e-3
 DECODE_STEPS = 6

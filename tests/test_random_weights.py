@@ -26,7 +26,7 @@ from webllm_build.loaders import load_checkpoint, load_without_weights, resolve_
 from webllm_build.presets import PRESETS
 from webllm_build.quantize import get_quantization
 from webllm_build.random_weights import GENERATOR, generate, random_bits
-from webllm_build.runner import CpuModel
+from webllm_build.verify.runner import CpuModel
 
 
 def test_generator_is_frozen():

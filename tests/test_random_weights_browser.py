@@ -13,13 +13,13 @@ from conftest import CI_SCHEDULES
 from test_weights_browser import RequestLog
 
 from webllm_build.artifacts import BF16_FORMAT, RandomRecord, read_weights_manifest
-from webllm_build.bench import model_facts
 from webllm_build.compile import CompileOptions, compile_model
 from webllm_build.random_weights import generate
-from webllm_build.runner import CpuModel
 from webllm_build.serve import serve_in_background
 from webllm_build.site import SiteOptions, build_site
-from webllm_build.testing import PageModel, stage_models
+from webllm_build.verify.bench import model_facts
+from webllm_build.verify.runner import CpuModel
+from webllm_build.verify.testing import PageModel, stage_models
 
 PROMPT = [5, 17, 42, 7, 99, 3, 25, 11, 9]
 

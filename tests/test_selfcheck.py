@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from webllm_build import selfcheck
-from webllm_build.browser import evaluate, write_harness
 from webllm_build.serve import serve_in_background
+from webllm_build.verify import selfcheck
+from webllm_build.verify.browser import evaluate, write_harness
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_chromium_gpu_runtime_finds_a_hardware_gpu_or_says_why(tmp_path, dense_s
     there is one, the adapter is hardware (not SwiftShader's fallback); on a machine without a
     Vulkan GPU driver (CI) the adapter request never answers, and the engine says so after its
     timeout instead of hanging the page, both when probing and when loading a library."""
-    from webllm_build.browser import launch_runtime
+    from webllm_build.verify.browser import launch_runtime
 
     site = write_harness(tmp_path)
     (site / dense_softmax_wasm.name).write_bytes(dense_softmax_wasm.read_bytes())

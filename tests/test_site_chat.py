@@ -13,9 +13,9 @@ from chat_page import HOSTILE, HOSTILE_TOKENS, TINY, ChatPage, greedy, long_repl
 from conftest import CI_SCHEDULES
 
 from webllm_build.artifacts import read_model_index
-from webllm_build.reference import hf_greedy, load_reference
 from webllm_build.serve import serve_in_background
 from webllm_build.site import SiteOptions, build_site
+from webllm_build.verify.reference import hf_greedy, load_reference
 
 
 def test_chat_streams_greedy_reply_and_reuses_the_cache(chat_site, chat_checkpoints, browser):

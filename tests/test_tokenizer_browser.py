@@ -24,9 +24,9 @@ from checkpoints import CHATML_TEMPLATE, tokenizer_json
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from webllm_build.browser import evaluate, write_harness
 from webllm_build.loaders import load_checkpoint, resolve_model
 from webllm_build.serve import serve_in_background
+from webllm_build.verify.browser import evaluate, write_harness
 
 CORPUS = [
     "",

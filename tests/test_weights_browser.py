@@ -18,7 +18,7 @@ from conftest import CI_SCHEDULES
 
 from webllm_build.compile import CompileOptions, compile_model
 from webllm_build.serve import make_app, serve_app_in_background, serve_in_background
-from webllm_build.testing import PageModel, stage_models
+from webllm_build.verify.testing import PageModel, stage_models
 
 PROMPT = [5, 17, 42, 7, 99, 3]
 

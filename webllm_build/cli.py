@@ -14,13 +14,13 @@ def _log(message: str) -> None:
 
 
 def _doctor(_args: argparse.Namespace) -> int:
-    from webllm_build.doctor import run_doctor
+    from webllm_build.verify.doctor import run_doctor
 
     return 0 if run_doctor() else 1
 
 
 def _selfcheck(_args: argparse.Namespace) -> int:
-    from webllm_build.selfcheck import TOLERANCE, run_selfcheck
+    from webllm_build.verify.selfcheck import TOLERANCE, run_selfcheck
 
     report = run_selfcheck(_log)
     if report.passed:
@@ -118,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from webllm_build.check import CheckOptions, run_check, write_json_report, write_junit
+    from webllm_build.verify.check import CheckOptions, run_check, write_json_report, write_junit
 
     options = CheckOptions(
         target=args.site,
@@ -162,7 +162,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from webllm_build.bench import (
+    from webllm_build.verify.bench import (
         BenchOptions,
         compare_reports,
         format_report,
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
-    from webllm_build.browser import RUNTIMES
+    from webllm_build.verify.browser import RUNTIMES
 
     parser.add_argument(
         "--runtime",

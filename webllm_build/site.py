@@ -42,9 +42,9 @@ from webllm_build.compile import (
     model_config_for,
 )
 from webllm_build.compiler.schedules import DEFAULT_SCHEDULES
-from webllm_build.errors import ArtifactError, ToolchainError, WebLLMBuildError
+from webllm_build.errors import ArtifactError, WebLLMBuildError
 from webllm_build.models import ModelConfig
-from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, WEB_PAGE_BUNDLE
+from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, WEB_PAGE_BUNDLE, require_web_bundles
 from webllm_build.presets import DEFAULT_PRESET, PRESETS
 from webllm_build.quantize import Quantization, get_quantization
 
@@ -256,9 +256,7 @@ def _site_model(directory: Path, plan: _Plan, base_url: str | None, default: boo
 
 def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: None) -> SiteResult:
     """Compile (or carry over) every model and write the site into `options.out` atomically."""
-    for bundle in (WEB_BUNDLE, WEB_PAGE_BUNDLE):
-        if not bundle.is_file():
-            raise ToolchainError(f"The browser engine bundle {bundle} is missing. Build it with: make web")
+    require_web_bundles()
     base_url = _check_base_url(options.base_url)
     specs = list(options.models) or [DEFAULT_PRESET]
     plans = [_plan(spec, q, options) for spec in specs for q in _quantizations(options)]

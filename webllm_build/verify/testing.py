@@ -3,10 +3,10 @@
 Used by this project's tests and meant for users' CI: everything runs in the real headless
 Chromium on its real WebGPU adapter, through the engine's public API.
 
-It is also a pytest plugin. Enable it with `pytest -p webllm_build.testing` (or
-`pytest_plugins = ["webllm_build.testing"]` in a top-level conftest.py) and point it at a site:
+It is also a pytest plugin. Enable it with `pytest -p webllm_build.verify.testing` (or
+`pytest_plugins = ["webllm_build.verify.testing"]` in a top-level conftest.py) and point it at a site:
 
-    pytest -p webllm_build.testing --webllm-site dist/            # or a URL; or WEBLLM_SITE=...
+    pytest -p webllm_build.verify.testing --webllm-site dist/            # or a URL; or WEBLLM_SITE=...
 
     def test_reply(webllm_page):                                  # a loaded site, a fresh chat
         reply = webllm_page.create({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8})
@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from webllm_build.browser import RUNTIMES, BrowserSession, evaluate, launch_runtime, write_harness
 from webllm_build.errors import BrowserError
-from webllm_build.sitepage import SitePage, site_url
+from webllm_build.verify.browser import RUNTIMES, BrowserSession, evaluate, launch_runtime, write_harness
+from webllm_build.verify.sitepage import SitePage, site_url
 
 __all__ = ["LOAD_SCRIPT", "PageModel", "SitePage", "stage_models"]
 

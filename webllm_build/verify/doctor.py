@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from webllm_build.errors import WebLLMBuildError
-from webllm_build.paths import WEB_BUNDLE
+from webllm_build.paths import BUILD_WEB_HINT, WEB_BUNDLE
 
 
 @dataclass
@@ -58,12 +58,12 @@ def _runtime() -> Finding:
 def _bundle() -> Finding:
     if WEB_BUNDLE.is_file():
         return Finding("JS engine bundle", True, str(WEB_BUNDLE))
-    return Finding("JS engine bundle", False, "not built", fix="make web")
+    return Finding("JS engine bundle", False, "not built", fix=BUILD_WEB_HINT)
 
 
 def _webgpu() -> list[Finding]:
-    from webllm_build.browser import evaluate, launch_browser, write_harness
     from webllm_build.serve import serve_in_background
+    from webllm_build.verify.browser import evaluate, launch_browser, write_harness
 
     try:
         with tempfile.TemporaryDirectory() as tmp:

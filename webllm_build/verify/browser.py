@@ -13,8 +13,8 @@ from typing import Any
 import jinja2
 
 from webllm_build.compiler.toolchain import INSTALL_CHROMIUM, find_chromium
-from webllm_build.errors import BrowserError, ToolchainError
-from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE
+from webllm_build.errors import BrowserError
+from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, require_web_bundles
 
 # --enable-unsafe-webgpu: Linux Chromium hides WebGPU without it; on a machine with no GPU it
 # then offers SwiftShader's Vulkan as a fallback adapter. The rest keep a closed network quiet.
@@ -158,7 +158,7 @@ def launch_runtime(runtime: str = "chromium", browser: Path | None = None) -> It
     elif runtime == "deno":
         if browser is not None:
             raise BrowserError("--browser names a Chromium executable; it does not apply to --runtime deno.")
-        from webllm_build.deno import launch_deno  # imports this module: loaded only when asked for
+        from webllm_build.verify.deno import launch_deno  # imports this module: loaded only when asked for
 
         with launch_deno() as session:
             yield session
@@ -168,8 +168,7 @@ def launch_runtime(runtime: str = "chromium", browser: Path | None = None) -> It
 
 def write_harness(directory: Path, title: str = "webllm_build harness") -> Path:
     """A page that only loads the engine bundle, for doctor, the self-check and tests."""
-    if not WEB_BUNDLE.is_file():
-        raise ToolchainError(f"The browser engine bundle {WEB_BUNDLE} is missing. Build it with: make web")
+    require_web_bundles()
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy2(WEB_BUNDLE, directory / WEB_BUNDLE.name)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True)

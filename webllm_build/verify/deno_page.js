@@ -4,7 +4,7 @@
 //
 //     deno run --allow-net --allow-import --location SITE_URL deno_page.js SITE_URL
 //
-// webllm_build/deno.py sends one JSON request a line on stdin, {id, expression, arg}, where
+// webllm_build/verify/deno.py sends one JSON request a line on stdin, {id, expression, arg}, where
 // `expression` is what Playwright's page.evaluate takes (a function's source, or an
 // expression); each answer is one JSON line on stdout, {id, value} or {id, error}. Everything
 // the engine logs goes to stderr, so stdout carries only answers.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webllm_build.browser import evaluate
+from webllm_build.verify.browser import evaluate
 
 # One query set holds 4096 timestamps (WebGPU's limit): 2048 passes, more than a forward call has
 # for the models we benchmark; passes beyond it are counted but not timed.

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from webllm_build import profiling
 from webllm_build.atomic import atomic_write_text
-from webllm_build.browser import evaluate, launch_runtime
 from webllm_build.errors import WebLLMBuildError
-from webllm_build.sitepage import SitePage, fetch_json, select_models, site_url
+from webllm_build.verify import profiling
+from webllm_build.verify.browser import evaluate, launch_runtime
+from webllm_build.verify.sitepage import SitePage, fetch_json, select_models, site_url
 
 REPORT_FORMAT = "webllm_build-bench-report"
 MICROBENCH = Path(__file__).with_name("microbench.js")

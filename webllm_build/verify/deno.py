@@ -24,9 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from webllm_build.browser import PageLog
 from webllm_build.compiler.toolchain import find_deno
 from webllm_build.errors import BrowserError
+from webllm_build.verify.browser import PageLog
 
 DRIVER = Path(__file__).with_name("deno_page.js")
 INSTALL_LAVAPIPE = "sudo apt-get install -y mesa-vulkan-drivers   (or: make setup)"

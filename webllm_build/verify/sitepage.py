@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from webllm_build.browser import BrowserSession, PageLog, evaluate
 from webllm_build.errors import BrowserError, WebLLMBuildError
 from webllm_build.serve import serve_in_background
+from webllm_build.verify.browser import BrowserSession, PageLog, evaluate
 
 APP_READY = "window.webllmAppReady === true"
 # The page script only reads site.json and imports the engine before it is ready.

@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import urljoin
 
 from webllm_build.atomic import atomic_write_text
-from webllm_build.browser import launch_runtime
 from webllm_build.errors import WebLLMBuildError
-from webllm_build.golden import (
+from webllm_build.verify.browser import launch_runtime
+from webllm_build.verify.golden import (
     DEFAULTS,
     Case,
     Expected,
@@ -31,7 +31,7 @@ from webllm_build.golden import (
     expected_from_completion,
     read_golden,
 )
-from webllm_build.sitepage import SitePage, fetch_json, page_log, select_models, site_url
+from webllm_build.verify.sitepage import SitePage, fetch_json, page_log, select_models, site_url
 
 REPORT_FORMAT = "webllm_build-check-report"
 REFERENCES = ("transformers",)
@@ -195,7 +195,7 @@ def _check_model(
 
 def _record_reference(url: str, golden: Golden, report: CheckReport, options: CheckOptions, log) -> None:
     """Expected outputs from transformers on the CPU; no browser involved."""
-    from webllm_build.reference import hf_greedy_logprobs, load_reference, require_transformers
+    from webllm_build.verify.reference import hf_greedy_logprobs, load_reference, require_transformers
 
     require_transformers()
     site = fetch_json(urljoin(url, "site.json"))

@@ -21,12 +21,12 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from webllm_build.browser import BrowserSession, evaluate, launch_browser, write_harness
 from webllm_build.compiler.link import link_wasm
 from webllm_build.compiler.runtime import build_runtime
 from webllm_build.compiler.target import cpu_target, webgpu_target
 from webllm_build.errors import WebLLMBuildError
 from webllm_build.serve import serve_in_background
+from webllm_build.verify.browser import BrowserSession, evaluate, launch_browser, write_harness
 
 IN_FEATURES, OUT_FEATURES = 64, 32
 # Two lengths, one not a multiple of any workgroup size, so nothing can assume a fixed shape.
