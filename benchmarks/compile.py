@@ -28,12 +28,13 @@ def main() -> None:
         shutil.copytree(runtime.directory, cache / "runtime" / runtime.directory.name)
         os.environ["WEBLLM_BUILD_CACHE"] = str(cache)
         assert runtime_root() == cache / "runtime"
-        from webllm_build.compile import CompileOptions, compile_model
+        from webllm_build.build import plan_and_build
+        from webllm_build.plan import BuildOptions
 
         for quantization in QUANTIZATIONS:
             start = time.perf_counter()
-            out = compile_model(
-                CompileOptions(model="smollm2-135m", quantization=quantization), Path(tmp) / quantization
+            out = plan_and_build(
+                BuildOptions(model="smollm2-135m", quantization=quantization), Path(tmp) / quantization
             )
             seconds = time.perf_counter() - start
             weights = sum(p.stat().st_size for p in out.directory.glob("params-*.bin"))

@@ -82,15 +82,16 @@ def split_by_family(timed_ns: dict[str, int] | None) -> dict[str, float] | None:
 
 
 def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
-    from webllm_build.compile import CompileOptions, compile_model
+    from webllm_build.build import plan_and_build
+    from webllm_build.plan import BuildOptions
     from webllm_build.serve import serve_in_background
     from webllm_build.verify import profiling
     from webllm_build.verify.browser import evaluate, launch_browser
     from webllm_build.verify.testing import PageModel, stage_models
 
     with tempfile.TemporaryDirectory(prefix="webllm-bench-speed-") as tmp:
-        options = CompileOptions(model=MODEL, quantization="q4f32_1", schedules=(schedules,))
-        compiled = compile_model(options, Path(tmp) / "m", log=print)
+        options = BuildOptions(model=MODEL, quantization="q4f32_1", schedules=(schedules,))
+        compiled = plan_and_build(options, Path(tmp) / "m", log=print)
         ids = chat_prompt_ids(compiled.tokenizer, compiled.config["chat_template"])
         site = stage_models(Path(tmp) / "site", {"smollm2": compiled.directory})
         with serve_in_background(site) as url, launch_browser() as browser:

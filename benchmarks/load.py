@@ -19,14 +19,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 
 
 def main() -> None:
-    from webllm_build.compile import CompileOptions, compile_model
+    from webllm_build.build import plan_and_build
+    from webllm_build.plan import BuildOptions
     from webllm_build.serve import serve_in_background
     from webllm_build.verify.browser import evaluate, launch_browser
     from webllm_build.verify.testing import PageModel, stage_models
 
     with tempfile.TemporaryDirectory(prefix="webllm-bench-load-") as tmp:
-        compiled = compile_model(
-            CompileOptions(model="smollm2-135m", quantization="q4f32_1"), Path(tmp) / "m"
+        compiled = plan_and_build(
+            BuildOptions(model="smollm2-135m", quantization="q4f32_1"), Path(tmp) / "m"
         )
         site = stage_models(Path(tmp) / "site", {"smollm2": compiled.directory})
         manifest = json.loads((compiled.directory / "tensor-cache.json").read_text())

@@ -7,7 +7,8 @@ import pytest
 from checkpoints import make_llama, make_phi, make_qwen2
 from reference import hf_greedy, hf_last_logits, requantize_
 
-from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.build import plan_and_build
+from webllm_build.plan import BuildOptions
 from webllm_build.serve import serve_in_background
 from webllm_build.verify.browser import evaluate
 from webllm_build.verify.testing import PageModel, stage_models
@@ -35,9 +36,9 @@ def tiny_site(tmp_path_factory, wasm_runtime):
     }
     quants = {"llama": "q4f32_1", "phi": "q4f32_1", "qwen2": "q4f32_1"}
     models = {
-        name: compile_model(
+        name: plan_and_build(
             # A chunk smaller than the prompt: the browser's chunked prefill is exercised too.
-            CompileOptions(
+            BuildOptions(
                 model=str(path),
                 quantization=quants[name],
                 prefill_chunk=4,

@@ -17,7 +17,8 @@ from chat_page import TINY
 from checkpoints import make_llama, make_phi, make_phi3, make_qwen2
 from conftest import run_cli
 
-from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.build import plan_and_build
+from webllm_build.plan import BuildOptions
 from webllm_build.serve import serve_in_background
 from webllm_build.verify.browser import launch_runtime
 from webllm_build.verify.reference import hf_greedy_logprobs, hf_last_logits, load_reference, requantize_
@@ -163,8 +164,8 @@ def f16_site(tmp_path_factory, wasm_runtime):
         for name, make in ARCHITECTURES.items()
     }
     models = {
-        f"{name}-{quant}": compile_model(
-            CompileOptions(
+        f"{name}-{quant}": plan_and_build(
+            BuildOptions(
                 model=str(path), quantization=quant, prefill_chunk=4, target="webgpu", schedules=("gpu",)
             ),
             root / f"out-{name}-{quant}",

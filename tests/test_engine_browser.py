@@ -14,7 +14,8 @@ from conftest import CI_SCHEDULES
 from reference import hf_greedy
 from tokenizers import Tokenizer
 
-from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.build import plan_and_build
+from webllm_build.plan import BuildOptions
 from webllm_build.serve import serve_in_background
 from webllm_build.verify.testing import PageModel, stage_models
 
@@ -33,8 +34,8 @@ CREATE = """async (request) => {
 def served(tmp_path_factory, wasm_runtime):
     root = tmp_path_factory.mktemp("engine")
     checkpoint = make_llama(root / "ckpt", seed=5, initializer_range=0.2)
-    compiled = compile_model(
-        CompileOptions(model=str(checkpoint), quantization="q0f32", prefill_chunk=8, schedules=CI_SCHEDULES),
+    compiled = plan_and_build(
+        BuildOptions(model=str(checkpoint), quantization="q0f32", prefill_chunk=8, schedules=CI_SCHEDULES),
         root / "out",
     )
     site = stage_models(root / "site", {"llama": compiled.directory})

@@ -34,9 +34,10 @@ from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.build import plan_and_build
 from webllm_build.errors import WebLLMBuildError
 from webllm_build.loaders import resolve_model
+from webllm_build.plan import BuildOptions
 from webllm_build.verify.runner import CpuModel
 
 LOGIT_TOLERANCE = 1e-3
@@ -106,7 +107,7 @@ class Builds:
     def compiled(self, name: str, quantization: str, prefill_chunk: int = PREFILL_CHUNK) -> Path:
         key = (name, quantization, prefill_chunk)
         if key not in self._compiled:
-            options = CompileOptions(
+            options = BuildOptions(
                 model=str(self.checkpoint(name)),
                 quantization=quantization,
                 context_window=CASES[name].context_window,
@@ -114,7 +115,7 @@ class Builds:
                 target="cpu",
             )
             out = self.root / f"out-{name}-{quantization}-{prefill_chunk}"
-            self._compiled[key] = compile_model(options, out).directory
+            self._compiled[key] = plan_and_build(options, out).directory
         return self._compiled[key]
 
 
@@ -276,8 +277,8 @@ def smollm2(tmp_path_factory):
     root = tmp_path_factory.mktemp("smollm2")
     compiled = {
         # A 16-token chunk: the 35-38-token prompts prefill in three chunks.
-        q: compile_model(
-            CompileOptions(model=SMOLLM2, quantization=q, prefill_chunk=16, target="cpu"), root / q
+        q: plan_and_build(
+            BuildOptions(model=SMOLLM2, quantization=q, prefill_chunk=16, target="cpu"), root / q
         )
         for q in ("q0f32", "q4f32_1")
     }
@@ -389,9 +390,9 @@ def test_bad_checkpoint_raises_a_project_error(good_checkpoint, tmp_path, case):
     checkpoint = shutil.copytree(good_checkpoint, tmp_path / "checkpoint")
     edit(checkpoint)
     out = tmp_path / "out" / "model"
-    options = CompileOptions(model=str(checkpoint), quantization=quantization, target="cpu")
+    options = BuildOptions(model=str(checkpoint), quantization=quantization, target="cpu")
     with pytest.raises(WebLLMBuildError) as caught:
-        compile_model(options, out)
+        plan_and_build(options, out)
     assert type(caught.value) is not WebLLMBuildError  # one of the per-stage subclasses
     message = str(caught.value)
     for part in [str(checkpoint), *expected]:
@@ -401,9 +402,9 @@ def test_bad_checkpoint_raises_a_project_error(good_checkpoint, tmp_path, case):
 
 def test_unknown_quantization_raises_a_project_error(good_checkpoint, tmp_path):
     out = tmp_path / "out" / "model"
-    options = CompileOptions(model=str(good_checkpoint), quantization="q3f99", target="cpu")
+    options = BuildOptions(model=str(good_checkpoint), quantization="q3f99", target="cpu")
     with pytest.raises(WebLLMBuildError) as caught:
-        compile_model(options, out)
+        plan_and_build(options, out)
     assert type(caught.value) is not WebLLMBuildError
     for part in ["q3f99", "q4f16_1", "q4f32_1", "q0f16", "q0f32"]:
         assert part in str(caught.value)
@@ -424,7 +425,7 @@ def test_cli_reports_an_unsupported_architecture_without_a_traceback(good_checkp
 def test_qwen2_sliding_window_is_refused(tmp_path):
     checkpoint = make_qwen2(tmp_path / "qwen2", use_sliding_window=True, sliding_window=16)
     with pytest.raises(WebLLMBuildError, match="sliding-window"):
-        compile_model(CompileOptions(model=str(checkpoint), target="cpu"), tmp_path / "out")
+        plan_and_build(BuildOptions(model=str(checkpoint), target="cpu"), tmp_path / "out")
 
 
 def test_qwen2_preset_without_network_says_how_to_get_it(tmp_path):

@@ -20,9 +20,10 @@ from webllm_build.artifacts import (
     read_weights_manifest,
     verify_directory,
 )
-from webllm_build.compile import CompileOptions, compile_model, model_config_for
+from webllm_build.build import plan_and_build
 from webllm_build.errors import WebLLMBuildError
 from webllm_build.loaders import load_checkpoint, load_without_weights, resolve_model
+from webllm_build.plan import BuildOptions, model_config
 from webllm_build.presets import PRESETS
 from webllm_build.quantize import get_quantization
 from webllm_build.random_weights import GENERATOR, generate, random_bits
@@ -63,10 +64,10 @@ def qwen2_random(tmp_path_factory):
     config_only = root / "config-only"
     config_only.mkdir()
     shutil.copy(checkpoint / "config.json", config_only / "config.json")
-    options = CompileOptions(
+    options = BuildOptions(
         model=str(config_only), quantization="q4f32_1", prefill_chunk=4, target="cpu", random_weights=True
     )
-    return compile_model(options, root / "out")
+    return plan_and_build(options, root / "out")
 
 
 def test_random_model_has_no_shards_and_a_marked_manifest(qwen2_random):
@@ -115,7 +116,7 @@ def test_stand_in_tokenizer_covers_the_vocabulary(qwen2_random):
 def test_every_preset_parses_from_its_packaged_config(name):
     checkpoint = load_without_weights(name)
     q = get_quantization(PRESETS[name].quantization)
-    config = model_config_for(checkpoint, CompileOptions(model=name, random_weights=True), q)
+    config = model_config(checkpoint, BuildOptions(model=name, random_weights=True), q)
     assert config.architecture == checkpoint.config["architectures"][0]
     assert checkpoint.tokenizer_stand_in
 
@@ -123,9 +124,9 @@ def test_every_preset_parses_from_its_packaged_config(name):
 def test_packaged_smollm2_config_matches_the_gguf():
     """The one preset whose checkpoint is at hand: its packaged config gives the same model."""
     q = get_quantization("q4f32_1")
-    options = CompileOptions(model="smollm2-135m")
-    packaged = model_config_for(load_without_weights("smollm2-135m"), options, q)
-    real = model_config_for(load_checkpoint(resolve_model("smollm2-135m")), options, q)
+    options = BuildOptions(model="smollm2-135m")
+    packaged = model_config(load_without_weights("smollm2-135m"), options, q)
+    real = model_config(load_checkpoint(resolve_model("smollm2-135m")), options, q)
     fields = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads")
     fields += ("head_dim", "norm_eps", "rope_theta", "rotary_dim", "tie_embeddings", "context_window")
     assert {f: getattr(packaged, f) for f in fields} == {f: getattr(real, f) for f in fields}

@@ -13,7 +13,8 @@ from conftest import CI_SCHEDULES
 from test_weights_browser import RequestLog
 
 from webllm_build.artifacts import BF16_FORMAT, RandomRecord, read_weights_manifest
-from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.build import plan_and_build
+from webllm_build.plan import BuildOptions
 from webllm_build.random_weights import generate
 from webllm_build.serve import serve_in_background
 from webllm_build.site import SiteOptions, build_site
@@ -39,8 +40,8 @@ def random_models(tmp_path_factory, wasm_runtime):
     root = tmp_path_factory.mktemp("random_browser")
     checkpoint = make_qwen2(root / "ckpt", seed=2)
     built = {
-        target: compile_model(
-            CompileOptions(
+        target: plan_and_build(
+            BuildOptions(
                 model=str(checkpoint),
                 quantization="q4f32_1",
                 prefill_chunk=4,

@@ -15,9 +15,9 @@ from tvm.relax.frontend import nn
 
 from webllm_build.compiler.attention import AttentionShape, _decode, _prefill_paged, _prefill_ragged
 from webllm_build.compiler.pipeline import compile_module
-from webllm_build.compiler.schedules import check_schedules
+from webllm_build.compiler.schedules import SCHEDULE_CLASSES, schedule_classes
 from webllm_build.compiler.target import webgpu_target
-from webllm_build.errors import CompileError
+from webllm_build.errors import OptionsError
 from webllm_build.quantize import GroupQuantLinear, get_quantization
 
 
@@ -40,7 +40,8 @@ def _wgsl(schedule_class: str, seq_len: int | str) -> str:
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):
             mod[gvar] = func.with_attr("tir_var_upper_bound", {"seq_len": 32})
-    executable = compile_module(mod, webgpu_target(), schedule_class, AttentionShape(1, 1, 64, "float32"))
+    schedule = SCHEDULE_CLASSES[schedule_class]
+    executable = compile_module(mod, webgpu_target(), schedule, AttentionShape(1, 1, 64, "float32"))
     return executable.mod.imports[0].imports[0].inspect_source()
 
 
@@ -108,6 +109,9 @@ def test_cpu_emulated_attention_kernels_build_without_barriers(factory):
 
 
 def test_unknown_schedule_class_is_a_clear_error():
-    with pytest.raises(CompileError, match="cpu-emulated"):
-        check_schedules(("gpu", "tpu"))
-    assert check_schedules(("cpu-emulated", "gpu", "gpu")) == ("cpu-emulated", "gpu")
+    with pytest.raises(OptionsError, match="cpu-emulated"):
+        schedule_classes(("gpu", "tpu"))
+    chosen = schedule_classes(("cpu-emulated", "gpu", "gpu"))
+    assert [c.name for c in chosen] == ["cpu-emulated", "gpu"]
+    # What the page reads from the model index to pick a library for its adapter.
+    assert [c.adapter for c in chosen] == ["fallback", "hardware"]

@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from checkpoints import make_llama
 from conftest import CI_SCHEDULES, run_cli
 
 from webllm_build.artifacts import read_model_index, verify_directory
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.build import plan_and_build
+from webllm_build.errors import LoaderError, OptionsError, SiteError, StorageError
 from webllm_build.paths import WEB_BUNDLE, WEB_PAGE_BUNDLE
+from webllm_build.plan import BuildOptions
 from webllm_build.serve import HASHED_NAME, serve_in_background
 from webllm_build.site import SiteOptions, build_site
 
@@ -28,9 +31,8 @@ HOSTILE = (
 
 def _options(models: list[Path], out: Path, **overrides) -> SiteOptions:
     # A prefill chunk of 4 matches the other browser tests' tiny Llama, so its library is cached.
-    return SiteOptions(
-        models=[str(m) for m in models], out=out, prefill_chunk=4, schedules=CI_SCHEDULES, **overrides
-    )
+    settings = {"prefill_chunk": 4, "schedules": CI_SCHEDULES, **overrides}
+    return SiteOptions(models=[str(m) for m in models], out=out, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +185,25 @@ def test_a_damaged_model_is_rebuilt(tmp_path, checkpoints, wasm_runtime):
     assert not any(line.startswith("Reusing") for line in logs), logs
 
 
+def test_a_changed_checkpoint_is_rebuilt(tmp_path, checkpoints, wasm_runtime):
+    """The plan key covers the checkpoint's files: new weights under the same path are a new build."""
+    checkpoint = tmp_path / "tiny-llama"
+    shutil.copytree(checkpoints["llama"], checkpoint)
+    out = tmp_path / "dist"
+    build_site(_options([checkpoint], out))
+    shards = sorted((out / "models" / SLUG).glob("params-*.bin"))
+    logs: list[str] = []
+    build_site(_options([checkpoint], out), logs.append)
+    assert any(line.startswith("Reusing") for line in logs), logs
+    retrained = make_llama(tmp_path / "retrained", seed=4, initializer_range=0.2)
+    for weights in retrained.glob("*.safetensors"):
+        shutil.copy(weights, checkpoint / weights.name)
+    logs.clear()
+    build_site(_options([checkpoint], out), logs.append)
+    assert not any(line.startswith("Reusing") for line in logs), logs
+    assert sorted((out / "models" / SLUG).glob("params-*.bin")) != shards
+
+
 def _header_rules(text: str) -> dict[str, dict[str, str]]:
     rules: dict[str, dict[str, str]] = {}
     path = None
@@ -216,22 +237,34 @@ def test_headers_file_caches_hashed_files_forever(site):
 
 def test_bad_inputs_leave_no_output(tmp_path, checkpoints):
     out = tmp_path / "dist"
-    with pytest.raises(WebLLMBuildError, match="not a preset"):
+    with pytest.raises(LoaderError, match="not a preset"):
         build_site(SiteOptions(models=["no-such-model-xyz"], out=out))
-    with pytest.raises(WebLLMBuildError, match="Unknown quantization"):
+    with pytest.raises(OptionsError, match="Unknown quantization"):
         build_site(_options([checkpoints["llama"]], out, quantization="q3"))
-    with pytest.raises(WebLLMBuildError, match="not an absolute"):
+    with pytest.raises(OptionsError, match="Unknown schedule class"):
+        build_site(_options([checkpoints["llama"]], out, schedules=("gpu", "tpu")))
+    with pytest.raises(OptionsError, match="not an absolute"):
         build_site(_options([checkpoints["llama"]], out, base_url="cdn/models"))
     assert not out.exists()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(WebLLMBuildError, match="Cannot write"):
+    with pytest.raises(StorageError, match="Cannot write"):
         build_site(_options([checkpoints["llama"]], tmp_path / "file" / "dist"))
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")
-    with pytest.raises(WebLLMBuildError, match="not a site"):
+    with pytest.raises(SiteError, match="not a site"):
         build_site(_options([checkpoints["llama"]], mine))
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+def test_one_mistake_is_one_error_from_compile_and_from_site(tmp_path, checkpoints):
+    """A bad --quant is the same OptionsError, with the same message, from either stage."""
+    with pytest.raises(OptionsError) as from_site:
+        build_site(_options([checkpoints["llama"]], tmp_path / "site", quantization="q3f16_1"))
+    with pytest.raises(OptionsError) as from_compile:
+        plan_and_build(BuildOptions(model=str(checkpoints["llama"]), quantization="q3f16_1"), tmp_path / "m")
+    assert str(from_site.value) == str(from_compile.value)
+    assert not (tmp_path / "site").exists() and not (tmp_path / "m").exists()
 
 
 def test_cli_bad_model_exits_1_without_traceback(tmp_path):

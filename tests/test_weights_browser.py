@@ -16,7 +16,8 @@ from aiohttp import web
 from checkpoints import make_llama
 from conftest import CI_SCHEDULES
 
-from webllm_build.compile import CompileOptions, compile_model
+from webllm_build.build import plan_and_build
+from webllm_build.plan import BuildOptions
 from webllm_build.serve import make_app, serve_app_in_background, serve_in_background
 from webllm_build.verify.testing import PageModel, stage_models
 
@@ -26,9 +27,9 @@ PROMPT = [5, 17, 42, 7, 99, 3]
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, wasm_runtime) -> Path:
     root = tmp_path_factory.mktemp("weights_site")
-    compiled = compile_model(
+    compiled = plan_and_build(
         # ~86 KiB of weights in 20 KiB shards: enough shards for parallelism and partial loads.
-        CompileOptions(
+        BuildOptions(
             model=str(make_llama(root / "ckpt", seed=3)),
             quantization="q4f32_1",
             prefill_chunk=4,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from webllm_build.errors import CacheError
+from webllm_build.errors import StorageError
 
 
 def _current_umask() -> int:
@@ -34,7 +34,7 @@ def atomic_directory(final: Path, *, replace: bool = True) -> Iterator[Path]:
         # another user must be able to read a built site).
         tmp.chmod(0o777 & ~_current_umask())
     except OSError as exc:
-        raise CacheError(
+        raise StorageError(
             f"Cannot write to {parent}: {exc.strerror}. Make the directory writable, or point "
             f"the output somewhere else."
         ) from None
@@ -87,4 +87,4 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except OSError as exc:
-        raise CacheError(f"Cannot write {path}: {exc.strerror}. Pick a writable location.") from None
+        raise StorageError(f"Cannot write {path}: {exc.strerror}. Pick a writable location.") from None

@@ -42,16 +42,17 @@ def _runtime(_args: argparse.Namespace) -> int:
 
 
 def _schedules(value: str | None) -> tuple[str, ...]:
-    from webllm_build.compiler.schedules import DEFAULT_SCHEDULES, check_schedules
+    from webllm_build.compiler.schedules import DEFAULT_SCHEDULES
 
-    return DEFAULT_SCHEDULES if value is None else check_schedules(tuple(value.split(",")))
+    return DEFAULT_SCHEDULES if value is None else tuple(value.split(","))
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from webllm_build.compile import CompileOptions, compile_model
+    from webllm_build.build import plan_and_build
+    from webllm_build.plan import BuildOptions
     from webllm_build.presets import DEFAULT_PRESET
 
-    options = CompileOptions(
+    options = BuildOptions(
         model=args.model or DEFAULT_PRESET,
         quantization=args.quant,
         context_window=args.context_window,
@@ -62,7 +63,7 @@ def _compile(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
         schedules=_schedules(args.schedules),
     )
-    result = compile_model(options, args.out, _log)
+    result = plan_and_build(options, args.out, _log)
     c = result.config
     print(f"Compiled {c['model']} ({c['architecture']}, {c['quantization']}) into {result.directory}")
     return 0

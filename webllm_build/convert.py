@@ -14,7 +14,8 @@ import numpy as np
 from webllm_build.errors import LoaderError
 from webllm_build.loaders import TensorSource
 from webllm_build.models import Architecture
-from webllm_build.quantize import VALUES_PER_WORD, Quantization, quantize_weight
+from webllm_build.q4_format import VALUES_PER_WORD
+from webllm_build.quantize import Quantization, quantize_weight
 
 
 def checkpoint_fetcher(tensors: TensorSource, arch: Architecture) -> Callable[[str], np.ndarray]:

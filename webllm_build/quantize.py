@@ -1,9 +1,8 @@
 """Weight quantization: the presets, the numpy packing, and the quantized Relax modules.
 
-`q4f*_1` is symmetric 4-bit group quantization: each group of 32 consecutive input weights of
-an output row shares one scale (max |w| / 7), values are stored as q + 7 in [0, 14], eight per
-uint32 (lowest nibble first). Dequantization happens inside the matmul's own kernel (one TE
-op computes both), so a full-size dequantized weight never exists in GPU memory.
+`q4f*_1` is symmetric 4-bit group quantization in groups of 32 (the format: q4_format.py).
+Dequantization happens inside the matmul's own kernel (one TE op computes both), so a full-size
+dequantized weight never exists in GPU memory.
 
 Quantization is generic over models: `quantize_modules` swaps every `nn.Linear` and the token
 `Embedding` for their quantized twins; no model file knows about it.
@@ -18,11 +17,9 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
-from webllm_build.errors import CompileError
+from webllm_build.errors import OptionsError
 from webllm_build.models.base import Embedding
-
-MAX_INT = 7  # symmetric 4-bit: q in [-7, 7], stored with an offset of 7
-VALUES_PER_WORD = 8  # 4-bit values per uint32
+from webllm_build.q4_format import BITS, DEQUANTIZE_STAGE, MAX_INT, NIBBLE_MASK, VALUES_PER_WORD
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ QUANTIZATIONS: dict[str, Quantization] = {
 
 def get_quantization(name: str) -> Quantization:
     if name not in QUANTIZATIONS:
-        raise CompileError(f"Unknown quantization `{name}`. Choose one of: {', '.join(QUANTIZATIONS)}.")
+        raise OptionsError(f"Unknown quantization `{name}`. Choose one of: {', '.join(QUANTIZATIONS)}.")
     return QUANTIZATIONS[name]
 
 
@@ -64,7 +61,7 @@ def quantize_weight(weight: np.ndarray, group_size: int, scale_dtype: str) -> tu
     safe = np.where(scale == 0, 1, scale).astype(np.float32)[..., None]
     q = np.clip(np.rint(groups / safe) + MAX_INT, 0, 2 * MAX_INT).astype(np.uint32)
     nibbles = q.reshape(rows, cols // VALUES_PER_WORD, VALUES_PER_WORD)
-    shifts = np.arange(VALUES_PER_WORD, dtype=np.uint32) * 4
+    shifts = np.arange(VALUES_PER_WORD, dtype=np.uint32) * BITS
     packed = np.bitwise_or.reduce(nibbles << shifts, axis=-1).astype(np.uint32)
     return packed, scale
 
@@ -72,8 +69,8 @@ def quantize_weight(weight: np.ndarray, group_size: int, scale_dtype: str) -> tu
 def dequantize_weight(packed: np.ndarray, scale: np.ndarray, group_size: int) -> np.ndarray:
     """The exact float32 weights the compiled kernels compute from `packed` and `scale`."""
     rows = packed.shape[0]
-    shifts = np.arange(VALUES_PER_WORD, dtype=np.uint32) * 4
-    q = ((packed[..., None] >> shifts) & 0xF).reshape(rows, -1).astype(np.float32) - MAX_INT
+    shifts = np.arange(VALUES_PER_WORD, dtype=np.uint32) * BITS
+    q = ((packed[..., None] >> shifts) & NIBBLE_MASK).reshape(rows, -1).astype(np.float32) - MAX_INT
     return q * np.repeat(scale.astype(np.float32), group_size, axis=1)
 
 
@@ -82,8 +79,8 @@ def _te_dequantize(q_weight: te.Tensor, q_scale: te.Tensor, group_size: int, dty
 
     def element(row, col):
         word = q_weight[row, col // VALUES_PER_WORD]
-        shift = (col % VALUES_PER_WORD * 4).astype("uint32")
-        nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(0xF, "uint32"))
+        shift = (col % VALUES_PER_WORD * BITS).astype("uint32")
+        nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(NIBBLE_MASK, "uint32"))
         # Through int32: a signed int-to-float conversion is one instruction on x86 SIMD (what
         # CPU-emulated adapters run on), an unsigned one several.
         value = nibble.astype("int32").astype(dtype)
@@ -129,7 +126,7 @@ def dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, q: Quantizat
     def compute(x_t: te.Tensor, weight: te.Tensor, scale: te.Tensor) -> te.Tensor:
         in_features = x_t.shape[-1]
         element = _te_dequantize(weight, scale, q.group_size, q.model_dtype)
-        dequantized = te.compute((weight.shape[0], in_features), element, name="dequantize")
+        dequantized = te.compute((weight.shape[0], in_features), element, name=DEQUANTIZE_STAGE)
         k = te.reduce_axis((0, in_features), name="k")
         return te.compute(
             (*x_t.shape[:-1], weight.shape[0]),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.errors import ServeError
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
@@ -142,7 +142,7 @@ def serve_app_in_background(app: web.Application, *, host: str = "127.0.0.1", po
     thread.start()
     started.wait()
     if "error" in box:
-        raise WebLLMBuildError(f"Cannot listen on {host}:{port}: {box['error']}. Pick another --port.")
+        raise ServeError(f"Cannot listen on {host}:{port}: {box['error']}. Pick another --port.")
     try:
         yield f"http://{host}:{box['port']}/"
     finally:
@@ -154,11 +154,11 @@ def serve_forever(
     root: Path, *, host: str = "127.0.0.1", port: int = 8000, isolation_headers: bool = False
 ) -> None:
     if not root.is_dir():
-        raise WebLLMBuildError(f"{root} is not a directory. Build a site first, then serve it.")
+        raise ServeError(f"{root} is not a directory. Build a site first, then serve it.")
     print(f"Serving {root} at http://{host}:{port}/ (Ctrl-C stops)")
     try:
         web.run_app(make_app(root, isolation_headers=isolation_headers), host=host, port=port, print=None)
     except OSError as exc:
-        raise WebLLMBuildError(
+        raise ServeError(
             f"Cannot listen on {host}:{port}: {exc.strerror}. Pick another --port."
         ) from None

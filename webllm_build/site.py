@@ -4,12 +4,12 @@
     <out>/app.js                   its script, a plain ES module (fixed name, revalidate)
     <out>/site.json                the models on offer and the engine's name (fixed name, revalidate)
     <out>/webllm_build-<hash>.js   the engine bundle, named by its content (immutable)
-    <out>/models/<slug>/           one compiled model directory each (see compile.py)
+    <out>/models/<slug>/           one compiled model directory each (see build.py)
     <out>/_headers, <out>/README.md  caching rules for Netlify / Cloudflare Pages, and for the rest
 
 Every URL the page uses is relative, so the site works from any sub-path. The whole folder is
 written atomically; a model directory the previous build left in the same folder is carried
-over instead of recompiled when it is intact and was built from the same inputs.
+over instead of rebuilt when it is intact and its recorded plan key equals this build's (plan.py).
 """
 
 from __future__ import annotations
@@ -29,24 +29,16 @@ from webllm_build.artifacts import (
     content_hashed_copy,
     read_model_index,
     read_weights_manifest,
-    sha256_file,
     verify_directory,
 )
 from webllm_build.atomic import atomic_directory, sweep_stale_temps
-from webllm_build.compile import (
-    DEFAULT_PREFILL_CHUNK,
-    CompileOptions,
-    compile_model,
-    compiled_library,
-    load_model,
-    model_config_for,
-)
+from webllm_build.build import build_model
 from webllm_build.compiler.schedules import DEFAULT_SCHEDULES
-from webllm_build.errors import ArtifactError, WebLLMBuildError
-from webllm_build.models import ModelConfig
+from webllm_build.errors import ArtifactError, OptionsError, SiteError
 from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, WEB_PAGE_BUNDLE, require_web_bundles
+from webllm_build.plan import DEFAULT_PREFILL_CHUNK, BuildOptions, ModelPlan, plan_model
 from webllm_build.presets import DEFAULT_PRESET, PRESETS
-from webllm_build.quantize import Quantization, get_quantization
+from webllm_build.quantize import get_quantization
 
 SITE_FORMAT = 1
 SITE_FILE = "site.json"
@@ -68,7 +60,7 @@ class SiteOptions:
     title: str | None = None  # None: DEFAULT_TITLE
     context_window: int | None = None
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
-    random_weights: bool = False  # every model with seeded random weights (see compile.py)
+    random_weights: bool = False  # every model with seeded random weights (see plan.BuildOptions)
     # Kernel schedule classes to build per model (compiler/schedules.py): the page loads the
     # library that suits the visitor's adapter.
     schedules: tuple[str, ...] = DEFAULT_SCHEDULES
@@ -112,15 +104,13 @@ class SiteResult:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What one model of the site will be built from, settled before anything is written."""
+class _Entry:
+    """One model of the site: its build plan, and its id and title on the page."""
 
     spec: str
     slug: str
     title: str
-    compile_options: CompileOptions
-    quantization: Quantization
-    config: ModelConfig  # what compile_model will derive; its sizes decide whether to reuse
+    plan: ModelPlan
 
 
 def _base_name(spec: str) -> str:
@@ -143,36 +133,35 @@ def _quantizations(options: SiteOptions) -> list[str | None]:
     for name in names:
         get_quantization(name)  # fail before resolving (maybe downloading) models
     if not names or len(set(names)) != len(names):
-        raise WebLLMBuildError(
+        raise OptionsError(
             f"--quant {options.quantization!r} must name distinct schemes, e.g. q4f16_1,q4f32_1."
         )
     return list(names)
 
 
-def _plan(spec: str, quantization: str | None, options: SiteOptions) -> _Plan:
-    checkpoint = load_model(CompileOptions(model=spec, random_weights=options.random_weights))
-    preset = PRESETS.get(checkpoint.source.preset or "")
-    q = get_quantization(quantization or (preset.quantization if preset else "q4f32_1"))
-    compile_options = CompileOptions(
-        model=spec,
-        quantization=q.name,
-        context_window=options.context_window,
-        prefill_chunk=options.prefill_chunk,
-        target="webgpu",
-        random_weights=options.random_weights,
-        schedules=options.schedules,
+def _entry(spec: str, quantization: str | None, options: SiteOptions) -> _Entry:
+    plan = plan_model(
+        BuildOptions(
+            model=spec,
+            quantization=quantization,
+            context_window=options.context_window,
+            prefill_chunk=options.prefill_chunk,
+            target="webgpu",
+            random_weights=options.random_weights,
+            schedules=options.schedules,
+        )
     )
+    q = plan.quantization
+    preset = PRESETS.get(plan.checkpoint.source.preset or "")
     # A preset's description starts with the model's proper name ("SmolLM2-135M-Instruct, a ...").
     name = re.split(r",| \(", preset.description)[0] if preset else _base_name(spec)
     # The picker shows the title: a random-weights build says so, and gets an id of its own.
     random = "-random" if options.random_weights else ""
-    return _Plan(
+    return _Entry(
         spec=spec,
         slug=model_slug(spec, q.name) + random,
         title=f"{name} ({q.name}{', random weights' if random else ''})",
-        compile_options=compile_options,
-        quantization=q,
-        config=model_config_for(checkpoint, compile_options, q),
+        plan=plan,
     )
 
 
@@ -180,7 +169,7 @@ def _check_base_url(base_url: str | None) -> str | None:
     if base_url is None:
         return None
     if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", base_url):
-        raise WebLLMBuildError(
+        raise OptionsError(
             f"--base-url {base_url!r} is not an absolute http(s) URL. Pass the address the models/ "
             f"folder will be uploaded under, such as https://cdn.example.com/chat"
         )
@@ -190,42 +179,23 @@ def _check_base_url(base_url: str | None) -> str | None:
 def _check_out(out: Path) -> None:
     # The build replaces `out` wholesale, so it must never be a folder of the user's own files.
     if out.exists() and not out.is_dir():
-        raise WebLLMBuildError(f"{out} exists and is not a directory. Pick another --out.")
+        raise SiteError(f"{out} exists and is not a directory. Pick another --out.")
     if out.is_dir() and any(out.iterdir()) and not (out / SITE_FILE).is_file():
-        raise WebLLMBuildError(
+        raise SiteError(
             f"{out} is not empty and holds no {SITE_FILE}, so it is not a site this tool built; "
             f"building would replace its contents. Pick a new or empty --out."
         )
 
 
-def _reusable(directory: Path, plan: _Plan, log: Callable[[str], None]) -> bool:
-    """Whether a previous build's model directory is intact and was built from the same inputs."""
+def _reusable(directory: Path, plan: ModelPlan) -> bool:
+    """Whether a previous build's model directory is intact and was built from the same plan."""
     if not directory.is_dir():
         return False
     try:
-        if verify_directory(directory):
-            return False
-        index = read_model_index(directory)
-        config = json.loads((directory / index.files["config"].path).read_text(encoding="utf-8"))
+        recorded = read_model_index(directory).extra.get("plan_key")
+        return recorded == plan.key and not verify_directory(directory)
     except (ArtifactError, OSError, ValueError):
         return False
-    same_inputs = (
-        index.extra.get("model") == plan.spec
-        and index.extra.get("quantization") == plan.quantization.name
-        and config.get("context_window") == plan.config.context_window
-        and config.get("prefill_chunk") == plan.config.prefill_chunk
-        and bool(index.extra.get("random_weights")) == plan.compile_options.random_weights
-        and index.extra.get("schedules") == list(plan.compile_options.schedules)
-    )
-    if not same_inputs:
-        return False
-    # A newer compiler gives other libraries; the cached ones for today's sources decide.
-    for schedule in plan.compile_options.schedules:
-        library, _ = compiled_library(plan.config, plan.quantization, "webgpu", log, schedule)
-        entry = index.files.get(f"library:{schedule}")
-        if entry is None or sha256_file(library) != entry.sha256:
-            return False
-    return True
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -236,14 +206,16 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _site_model(directory: Path, plan: _Plan, base_url: str | None, default: bool, reused: bool) -> SiteModel:
+def _site_model(
+    directory: Path, entry: _Entry, base_url: str | None, default: bool, reused: bool
+) -> SiteModel:
     index = read_model_index(directory)
     manifest = read_weights_manifest(directory / index.files["tensor_cache"].path)
-    relative = f"{MODELS_DIR}/{plan.slug}/"
+    relative = f"{MODELS_DIR}/{entry.slug}/"
     return SiteModel(
-        id=plan.slug,
-        title=plan.title,
-        spec=plan.spec,
+        id=entry.slug,
+        title=entry.title,
+        spec=entry.spec,
         base_url=f"{base_url}/{relative}" if base_url else relative,
         quantization=str(index.extra.get("quantization")),
         required_features=list(index.extra.get("required_features", [])),
@@ -259,11 +231,11 @@ def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: Non
     require_web_bundles()
     base_url = _check_base_url(options.base_url)
     specs = list(options.models) or [DEFAULT_PRESET]
-    plans = [_plan(spec, q, options) for spec in specs for q in _quantizations(options)]
-    slugs = [plan.slug for plan in plans]
+    entries = [_entry(spec, q, options) for spec in specs for q in _quantizations(options)]
+    slugs = [entry.slug for entry in entries]
     if len(set(slugs)) != len(slugs):
         duplicate = next(slug for slug in slugs if slugs.count(slug) > 1)
-        raise WebLLMBuildError(
+        raise SiteError(
             f"Two --model arguments give the same model id {duplicate!r}. Drop the repeat, or "
             f"rename one of the directories."
         )
@@ -275,17 +247,17 @@ def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: Non
     models: list[SiteModel] = []
     with atomic_directory(out) as tmp:
         (tmp / MODELS_DIR).mkdir()
-        for i, plan in enumerate(plans):
-            previous = out / MODELS_DIR / plan.slug
-            target = tmp / MODELS_DIR / plan.slug
-            reused = _reusable(previous, plan, log)
+        for i, entry in enumerate(entries):
+            previous = out / MODELS_DIR / entry.slug
+            target = tmp / MODELS_DIR / entry.slug
+            reused = _reusable(previous, entry.plan)
             if reused:
-                log(f"Reusing {previous} (intact, same model, quantization and sizes).")
+                log(f"Reusing {previous} (intact, built from the same plan).")
                 shutil.copytree(previous, target, copy_function=_link_or_copy)
             else:
-                log(f"Building {plan.spec} into {MODELS_DIR}/{plan.slug}/...")
-                compile_model(plan.compile_options, target, log)
-            models.append(_site_model(target, plan, base_url, default=i == 0, reused=reused))
+                log(f"Building {entry.spec} into {MODELS_DIR}/{entry.slug}/...")
+                build_model(entry.plan, target, log)
+            models.append(_site_model(target, entry, base_url, default=i == 0, reused=reused))
 
         engine = content_hashed_copy(WEB_BUNDLE, tmp, ENGINE_STEM)
         page_engine = content_hashed_copy(WEB_PAGE_BUNDLE, tmp, f"{ENGINE_STEM}-page")

@@ -8,25 +8,25 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.target import Target
 
 from webllm_build.compiler.attention import AttentionShape, replace_attention
-from webllm_build.compiler.schedules import schedule_pass
+from webllm_build.compiler.schedules import SCHEDULE_CLASSES, ScheduleClass, schedule_pass
 from webllm_build.compiler.weight_layout import add_prepare_params
 
 
 def model_pipeline(
-    target: Target, schedule_class: str = "gpu", attention: AttentionShape | None = None
+    target: Target, schedule: ScheduleClass = SCHEDULE_CLASSES["gpu"], attention: AttentionShape | None = None
 ) -> tvm.transform.Pass:
     """TVM's default pipeline for `target`, preceded by the rewrites our models need.
 
     `nn.Linear` computes x @ transpose(w); unfused, the transpose becomes its own kernel that
     materialises every weight transposed, and the matmul no longer looks like a GEMV to dlight.
     For WebGPU, TVM's generic GPU pipeline is rebuilt with the TIR scheduling step of
-    `schedule_class` (compiler/schedules.py) in place of its fixed dlight rules; `attention`
-    (the KV cache's geometry) lets the cpu-emulated class replace the cache's attention kernels.
-    Every library exports `prepare_params` (compiler/weight_layout.py), which the cpu-emulated
-    class uses to relay 4-bit weights word-major once at load time.
+    `schedule` (compiler/schedules.py) in place of its fixed dlight rules; `attention` (the KV
+    cache's geometry) lets a class with its own attention kernels replace the cache's. Every
+    library exports `prepare_params` (compiler/weight_layout.py), which relays 4-bit weights
+    word-major once at load time for the classes that want them so.
     """
     if target.kind.name == "webgpu":
-        default = _gpu_pipeline(target, schedule_class, attention)
+        default = _gpu_pipeline(target, schedule, attention)
     else:
         default = relax.pipeline.get_default_pipeline(target)
 
@@ -48,19 +48,19 @@ def fusion_passes(target: Target) -> list[tvm.transform.Pass]:
 
 
 def _gpu_pipeline(
-    target: Target, schedule_class: str, attention: AttentionShape | None
+    target: Target, schedule: ScheduleClass, attention: AttentionShape | None
 ) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="webllm_build_gpu_pipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        if schedule_class == "cpu-emulated" and attention is not None:
+        if schedule.own_attention and attention is not None:
             mod = replace_attention(mod, attention)
         with target:
             mod = tvm.transform.Sequential(fusion_passes(target))(mod)
             # After fusion, where the 4-bit matmuls and each weight's readers are known.
-            mod = add_prepare_params(mod, word_major=schedule_class == "cpu-emulated")
+            mod = add_prepare_params(mod, word_major=schedule.word_major_weights)
             return tvm.transform.Sequential(
-                [schedule_pass(schedule_class)]
+                [schedule_pass(schedule)]
                 + gpu_generic.dataflow_lower_passes(target)
                 + gpu_generic.finalize_passes(target)
             )(mod)
@@ -69,6 +69,9 @@ def _gpu_pipeline(
 
 
 def compile_module(
-    mod: tvm.IRModule, target: Target, schedule_class: str = "gpu", attention: AttentionShape | None = None
+    mod: tvm.IRModule,
+    target: Target,
+    schedule: ScheduleClass = SCHEDULE_CLASSES["gpu"],
+    attention: AttentionShape | None = None,
 ) -> tvm.runtime.Executable:
-    return tvm.compile(mod, target, relax_pipeline=model_pipeline(target, schedule_class, attention))
+    return tvm.compile(mod, target, relax_pipeline=model_pipeline(target, schedule, attention))

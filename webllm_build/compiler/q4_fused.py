@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 from tvm.ir import expr as ir_expr
 
+from webllm_build.q4_format import DEQUANTIZE_STAGE, VALUES_PER_WORD
+
 
 @dataclass
 class Q4Matmul:
@@ -75,7 +77,7 @@ def _loaded_buffers(expr) -> list[tirx.Buffer]:
 
 def match_q4_matmul(func: tirx.PrimFunc) -> Q4Matmul | None:
     blocks = _blocks(func)
-    if len(blocks) < 2 or not blocks[0].name_hint.startswith("dequantize"):
+    if len(blocks) < 2 or not blocks[0].name_hint.startswith(DEQUANTIZE_STAGE):
         return None
     dequantize, matmul, *epilogues = blocks
     if len(matmul.iter_vars) < 2 or matmul.iter_vars[-1].iter_type != tirx.IterVar.CommReduce:
@@ -131,8 +133,6 @@ def apply_epilogue(match: Q4Matmul, value, indices: list):
     return produced[-1][1]
 
 
-NIBBLES = 8  # 4-bit values per uint32 word
-
 
 def whole_word_shapes(match: Q4Matmul) -> tuple[int, int, int, int] | None:
     """(rows, words per row, reduction length, groups) of a matmul whose rows and groups are
@@ -140,7 +140,8 @@ def whole_word_shapes(match: Q4Matmul) -> tuple[int, int, int, int] | None:
     rows_total, words = (int(e) for e in match.weight.shape)
     reduce_len = int(match.x.shape[-1])
     groups = int(match.scale.shape[-1])
-    if words * NIBBLES != reduce_len or reduce_len % groups or (reduce_len // groups) % NIBBLES:
+    group_len = reduce_len // groups
+    if words * VALUES_PER_WORD != reduce_len or reduce_len % groups or group_len % VALUES_PER_WORD:
         return None
     return rows_total, words, reduce_len, groups
 

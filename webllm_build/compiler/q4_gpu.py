@@ -36,7 +36,6 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from webllm_build.compiler.q4_fused import (
-    NIBBLES,
     Q4Matmul,
     Unsupported,
     apply_epilogue,
@@ -45,9 +44,10 @@ from webllm_build.compiler.q4_fused import (
     unravel,
     whole_word_shapes,
 )
+from webllm_build.q4_format import BITS, MAX_INT, NIBBLE_MASK, VALUES_PER_WORD
 
 MAGIC_BITS = 0x4B000000  # the float 2^23, whose mantissa's low bits then hold an integer
-MAGIC_MINUS_OFFSET = 8388608.0 + 7  # 2^23 + quantize.MAX_INT
+MAGIC_MINUS_OFFSET = 8388608.0 + MAX_INT  # 2^23 + the stored offset
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ MATMUL = MatmulTiling()
 
 def _nibble_minus_offset(word, b):
     """The float q - 7 of the nibble at bit 4b of `word` (b a constant once unrolled)."""
-    nibble = tirx.bitwise_and(tirx.shift_right(word, tirx.Cast("uint32", b * 4)), tirx.const(15, "uint32"))
+    shifted = tirx.shift_right(word, tirx.Cast("uint32", b * BITS))
+    nibble = tirx.bitwise_and(shifted, tirx.const(NIBBLE_MASK, "uint32"))
     bits = tirx.bitwise_or(nibble, tirx.const(MAGIC_BITS, "uint32"))
     return tirx.reinterpret("float32", bits) - tirx.const(MAGIC_MINUS_OFFSET, "float32")
 
@@ -80,7 +81,7 @@ def tiled_matmul_kernel(
     step = 32 if group_size % 32 == 0 else group_size  # reduction values staged at a time
     if step > 32:
         return None
-    step_words = step // NIBBLES
+    step_words = step // VALUES_PER_WORD
     tile_m, tile_n = tiling.tokens, tiling.rows
     threads_m, threads_n = tile_m // tiling.thread_tokens, tile_n // tiling.thread_rows
     threads = threads_m * threads_n
@@ -163,9 +164,9 @@ def tiled_matmul_kernel(
                                         "float32",
                                         s_flat[w_row(bx, ty, tx, lw) * groups + kt * step // group_size],
                                     )
-                                    for b in T.unroll(NIBBLES):
+                                    for b in T.unroll(VALUES_PER_WORD):
                                         ws[
-                                            (T.floormod(staged(ty, tx, lw), step_words) * NIBBLES + b)
+                                            (T.floormod(staged(ty, tx, lw), step_words) * VALUES_PER_WORD + b)
                                             * w_stride
                                             + T.floordiv(staged(ty, tx, lw), step_words)
                                         ] = _nibble_minus_offset(word[0], b) * s[0]

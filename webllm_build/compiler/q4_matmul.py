@@ -47,7 +47,6 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from webllm_build.compiler.q4_fused import (
-    NIBBLES,
     Q4Matmul,
     Unsupported,
     apply_epilogue,
@@ -56,6 +55,7 @@ from webllm_build.compiler.q4_fused import (
     unravel,
     whole_word_shapes,
 )
+from webllm_build.q4_format import BITS, MAX_INT, NIBBLE_MASK, VALUES_PER_WORD
 
 # Per thread: `rows` output rows of `tokens` tokens, THREADS threads a workgroup. Measured on
 # SwiftShader (ms per call, SmolLM2 shapes): decoding one token, 32 rows x 4 threads beat 8x8,
@@ -71,7 +71,6 @@ DECODE_ROWS = (32, 16, 8)
 # decode speed (9.25 -> 9.06 tokens/s) and 10% of prefill (23.7 -> 21).
 PREFILL_TILE = (16, 4)
 THREADS = 4
-OFFSET = 7  # stored nibble = q + 7 (quantize.MAX_INT)
 # PrimFunc attribute: its packed weight arrives word-major (compiler/weight_layout.py).
 WORD_MAJOR_ATTR = "webllm.word_major_weight"
 
@@ -81,16 +80,16 @@ def _nibble_times_power(word, b):
 
     `b` is an unrolled loop variable, so the selects fold away once it is a constant.
     """
-    top = tirx.shift_right(word, tirx.const(28, "uint32"))  # the top nibble's mask sets the sign bit
-    mask = tirx.shift_left(tirx.const(15, "uint32"), tirx.Cast("uint32", b * 4))
-    bits = tirx.Select(b == NIBBLES - 1, top, tirx.bitwise_and(word, mask))
+    top = tirx.shift_right(word, tirx.const(32 - BITS, "uint32"))  # the top nibble's mask sets the sign bit
+    mask = tirx.shift_left(tirx.const(NIBBLE_MASK, "uint32"), tirx.Cast("uint32", b * BITS))
+    bits = tirx.Select(b == VALUES_PER_WORD - 1, top, tirx.bitwise_and(word, mask))
     return tirx.Cast("float32", tirx.Cast("int32", bits))
 
 
 def _prescale(b):
     """16^-b, what the activation of nibble b is multiplied by (1 for the shifted top one)."""
     value = tirx.const(1.0, "float32")
-    for n in range(NIBBLES - 1):
+    for n in range(VALUES_PER_WORD - 1):
         value = tirx.Select(b == n, tirx.const(16.0**-n, "float32"), value)
     return value
 
@@ -103,7 +102,7 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
         return None
     rows_total, words, reduce_len, groups = shapes
     x, weight, scale, out = match.x, match.weight, match.scale, match.out
-    words_per_group = reduce_len // groups // NIBBLES
+    words_per_group = reduce_len // groups // VALUES_PER_WORD
     lead = list(out.shape[:-1])
     tokens_total = math.prod(lead) if all(isinstance(e, tirx.IntImm) for e in lead) else None
     if tokens_total == 1:
@@ -134,12 +133,12 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
         return w * rows_total + row if word_major else row * words + w
 
     def k_at(g, j, b):
-        return (g * words_per_group + j) * NIBBLES + b
+        return (g * words_per_group + j) * VALUES_PER_WORD + b
 
     def result(token, row, acc):
         return apply_epilogue(match, tirx.Cast(matmul_dtype, acc), [*unravel(token, lead), row])
 
-    offset = tirx.const(OFFSET, "float32")
+    offset = tirx.const(MAX_INT, "float32")
 
     # The body uses the fused function's own buffers, which only its signature defines.
     @T.prim_func(s_tir=True, check_well_formed=False)
@@ -159,7 +158,7 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
                         acc = T.sblock_alloc_buffer((tokens, rows), "float32", scope="local")
                         part = T.sblock_alloc_buffer((tokens, rows), "float32", scope="local")
                         x_sum = T.sblock_alloc_buffer((tokens,), "float32", scope="local")
-                        x_word = T.sblock_alloc_buffer((tokens, NIBBLES), "float32", scope="local")
+                        x_word = T.sblock_alloc_buffer((tokens, VALUES_PER_WORD), "float32", scope="local")
                         word = T.sblock_alloc_buffer((1,), "uint32", scope="local")
                         q = T.sblock_alloc_buffer((1,), "float32", scope="local")
                         s = T.sblock_alloc_buffer((1,), "float32", scope="local")
@@ -175,13 +174,13 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
                                     part[u, i] = T.float32(0)
                             for j in T.serial(words_per_group):
                                 for u in T.unroll(tokens):
-                                    for b in T.unroll(NIBBLES):
+                                    for b in T.unroll(VALUES_PER_WORD):
                                         x_word[u, b] = T.Cast("float32", x_flat[x_start[u] + k_at(g, j, b)])
                                         x_sum[u] = x_sum[u] + x_word[u, b]
                                         x_word[u, b] = x_word[u, b] * _prescale(b)
                                 for i in T.unroll(rows):
                                     word[0] = w_flat[word_at(g * words_per_group + j, row_of(bx, tx, i))]
-                                    for b in T.unroll(NIBBLES):
+                                    for b in T.unroll(VALUES_PER_WORD):
                                         q[0] = _nibble_times_power(word[0], b)
                                         for u in T.unroll(tokens):
                                             part[u, i] = part[u, i] + q[0] * x_word[u, b]

@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
@@ -25,8 +27,49 @@ from tvm.target import Target
 
 from webllm_build.compiler.q4_gpu import q4_gpu_kernel
 from webllm_build.compiler.q4_matmul import q4_matmul_kernel
+from webllm_build.errors import OptionsError
+from webllm_build.q4_format import VALUES_PER_WORD
 
-SCHEDULE_CLASSES = ("gpu", "cpu-emulated")
+
+@dataclass(frozen=True)
+class ScheduleClass:
+    """A kind of WebGPU kernels, and what the build and the page need to know about it."""
+
+    name: str
+    # The adapters its kernels are made for: "fallback" ones report `isFallbackAdapter` (CPU
+    # emulations); the page picks a library by this, read from the model index.
+    adapter: Literal["hardware", "fallback"]
+    # dlight rules, tried in order on every TIR function; the first that applies schedules it.
+    rules: Callable[[], tuple[dl.ScheduleRule, ...]]
+    # 4-bit weights relaid word-major once at load (compiler/weight_layout.py).
+    word_major_weights: bool
+    # The KV cache's attention kernels replaced by compiler/attention.py's.
+    own_attention: bool
+
+
+SCHEDULE_CLASSES: dict[str, ScheduleClass] = {
+    "gpu": ScheduleClass(
+        "gpu",
+        adapter="hardware",
+        rules=lambda: (
+            HandWritten(q4_gpu_kernel),
+            dl.gpu.Matmul(),
+            MultiRowGEMV(),
+            dl.gpu.Reduction(),
+            dl.gpu.GeneralReduction(),
+            dl.gpu.Fallback(),
+        ),
+        word_major_weights=False,
+        own_attention=False,
+    ),
+    "cpu-emulated": ScheduleClass(
+        "cpu-emulated",
+        adapter="fallback",
+        rules=lambda: (HandWritten(q4_matmul_kernel), RegisterMatmul(), RowReduction(), dl.gpu.Fallback()),
+        word_major_weights=True,
+        own_attention=True,
+    ),
+}
 # Both by default: a site then runs GPU kernels on GPUs and stays usable in headless CI
 # (SwiftShader), at the cost of a second link per model.
 DEFAULT_SCHEDULES = ("gpu", "cpu-emulated")
@@ -43,36 +86,22 @@ ROW_THREADS = 4
 # WebGPU.
 MATMUL_THREADS = 8
 TILE_ROWS = 8
-# 4-bit values per uint32 word: the unrolled inner reduction step, so a word is loaded once.
-WORD_VALUES = 8
 
 
-def check_schedules(names: tuple[str, ...]) -> tuple[str, ...]:
+def schedule_classes(names: tuple[str, ...]) -> tuple[ScheduleClass, ...]:
+    """The classes named, in order and without repeats; OptionsError for an unknown name."""
     unknown = [n for n in names if n not in SCHEDULE_CLASSES]
     if unknown or not names:
-        from webllm_build.errors import CompileError
-
-        raise CompileError(
+        raise OptionsError(
             f"Unknown schedule class(es) {', '.join(unknown) or '(none given)'}; "
             f"choose from: {', '.join(SCHEDULE_CLASSES)}."
         )
-    return tuple(dict.fromkeys(names))
+    return tuple(SCHEDULE_CLASSES[n] for n in dict.fromkeys(names))
 
 
-def schedule_pass(schedule_class: str):
-    """The pass that schedules every TIR function of a fused module for `schedule_class`."""
-    if schedule_class == "gpu":
-        return dl.ApplyDefaultSchedule(
-            HandWritten(q4_gpu_kernel),
-            dl.gpu.Matmul(),
-            MultiRowGEMV(),
-            dl.gpu.Reduction(),
-            dl.gpu.GeneralReduction(),
-            dl.gpu.Fallback(),
-        )
-    return dl.ApplyDefaultSchedule(
-        HandWritten(q4_matmul_kernel), RegisterMatmul(), RowReduction(), dl.gpu.Fallback()
-    )
+def schedule_pass(schedule: ScheduleClass):
+    """The pass that schedules every TIR function of a fused module for `schedule`."""
+    return dl.ApplyDefaultSchedule(*schedule.rules())
 
 
 class MultiRowGEMV(dl.gpu.GEMV):
@@ -173,7 +202,7 @@ class RegisterMatmul(_Rule):
             return None
         tile_n = 1 if n_extent % TILE_ROWS else TILE_ROWS
         no, nt, ni = sch.split(n, [None, MATMUL_THREADS, tile_n])
-        step = WORD_VALUES if k_extent % WORD_VALUES == 0 else 1
+        step = VALUES_PER_WORD if k_extent % VALUES_PER_WORD == 0 else 1
         ko, ki = sch.split(k, [None, step])
         sch.reorder(no, m, nt, ko, ki, ni)
         sch.bind(no, "blockIdx.x")

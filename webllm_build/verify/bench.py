@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from webllm_build.atomic import atomic_write_text
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.errors import OptionsError, ToolchainError, VerifyError
 from webllm_build.verify import profiling
 from webllm_build.verify.browser import evaluate, launch_runtime
 from webllm_build.verify.sitepage import SitePage, fetch_json, select_models, site_url
@@ -109,7 +109,7 @@ class PromptBuilder:
 
 
 def _raise(message: str) -> None:
-    raise WebLLMBuildError(f"The chat template raised: {message}")
+    raise VerifyError(f"The chat template raised: {message}")
 
 
 def run_microbenchmark(page: SitePage, options: BenchOptions) -> dict[str, Any]:
@@ -277,7 +277,7 @@ def _with_roofline(model: dict[str, Any], micro: dict[str, Any]) -> dict[str, An
 def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Measure every selected model of the site; returns the report (see the README, "bench")."""
     if options.runs < 1 or options.gen_tokens < 1 or not options.prompt_tokens:
-        raise WebLLMBuildError("--runs and --gen-tokens must be at least 1, with at least one prompt length.")
+        raise OptionsError("--runs and --gen-tokens must be at least 1, with at least one prompt length.")
     started = time.monotonic()
     with site_url(options.target) as url, launch_runtime(options.runtime, options.browser) as browser:
         page = SitePage(browser, url, timeout_s=options.timeout_s)
@@ -433,9 +433,9 @@ def read_report(path: Path) -> dict[str, Any]:
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise WebLLMBuildError(f"Cannot read the bench report {path}: {exc}") from None
+        raise VerifyError(f"Cannot read the bench report {path}: {exc}") from None
     if report.get("format") != REPORT_FORMAT:
-        raise WebLLMBuildError(f"{path} is not a webllm_build bench report (written by bench --json).")
+        raise VerifyError(f"{path} is not a webllm_build bench report (written by bench --json).")
     return report
 
 
@@ -447,7 +447,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise WebLLMBuildError(f"--plot needs matplotlib. Install it with: {INSTALL_PLOT}") from None
+        raise ToolchainError(f"--plot needs matplotlib. Install it with: {INSTALL_PLOT}") from None
     figure, (speed, roofline) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2, 1]})
     for model in report["models"]:
         lengths = [_median(p["prompt_tokens"]) for p in model["prompts"]]

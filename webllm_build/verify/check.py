@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from webllm_build.atomic import atomic_write_text
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.errors import OptionsError
 from webllm_build.verify.browser import launch_runtime
 from webllm_build.verify.golden import (
     DEFAULTS,
@@ -241,9 +241,9 @@ def _record_reference(url: str, golden: Golden, report: CheckReport, options: Ch
 def run_check(options: CheckOptions, log: Callable[[str], None] = lambda _m: None) -> CheckReport:
     """Check (or with `record`, record) every selected model of the site against the golden file."""
     if options.reference is not None and options.reference not in REFERENCES:
-        raise WebLLMBuildError(f"Unknown --reference {options.reference!r}; choose: {', '.join(REFERENCES)}.")
+        raise OptionsError(f"Unknown --reference {options.reference!r}; choose: {', '.join(REFERENCES)}.")
     if options.reference is not None and not options.record:
-        raise WebLLMBuildError("--reference records expectations: use it together with --record.")
+        raise OptionsError("--reference records expectations: use it together with --record.")
     started = time.monotonic()
     golden = (
         read_golden(options.golden)

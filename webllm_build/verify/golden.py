@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from webllm_build.atomic import atomic_write_text
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.errors import VerifyError
 
 GOLDEN_FORMAT = "webllm_build-golden"
 GOLDEN_VERSION = 1
@@ -212,16 +212,16 @@ def read_golden(path: Path) -> Golden:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise WebLLMBuildError(
+        raise VerifyError(
             f"The golden file {path} does not exist. Record one from this build with: "
             f"webllm_build check SITE --golden {path} --record"
         ) from None
     except (OSError, ValueError) as exc:
-        raise WebLLMBuildError(f"The golden file {path} is not readable JSON: {exc}") from None
+        raise VerifyError(f"The golden file {path} is not readable JSON: {exc}") from None
     if document.get("format") != GOLDEN_FORMAT:
-        raise WebLLMBuildError(f"{path} is not a webllm_build golden file (format is not {GOLDEN_FORMAT!r}).")
+        raise VerifyError(f"{path} is not a webllm_build golden file (format is not {GOLDEN_FORMAT!r}).")
     if document.get("version") != GOLDEN_VERSION:
-        raise WebLLMBuildError(
+        raise VerifyError(
             f"{path} is golden-file version {document.get('version')}; this webllm_build reads version "
             f"{GOLDEN_VERSION}. Record it again with --record."
         )
@@ -239,7 +239,7 @@ def read_golden(path: Path) -> Golden:
             },
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise WebLLMBuildError(f"The golden file {path} is malformed ({type(exc).__name__}: {exc})") from None
+        raise VerifyError(f"The golden file {path} is malformed ({type(exc).__name__}: {exc})") from None
 
 
 def expected_from_completion(completion: dict[str, Any]) -> Expected:

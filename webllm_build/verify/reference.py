@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.errors import ToolchainError, VerifyError
 from webllm_build.loaders import resolve_model
 from webllm_build.quantize import dequantize_weight, get_quantization, quantize_weight
 
@@ -23,7 +23,7 @@ INSTALL_REFERENCE = "pip install 'webllm_build[reference]'   (torch and transfor
 def require_transformers() -> None:
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
-        raise WebLLMBuildError(
+        raise ToolchainError(
             f"The transformers reference needs torch and transformers ({', '.join(missing)} missing). "
             f"Install them with: {INSTALL_REFERENCE}"
         )
@@ -116,7 +116,7 @@ def load_reference(spec: str, quantization: str) -> Reference:
         model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra).eval()
         tokenizer = AutoTokenizer.from_pretrained(where, **extra)
     except (OSError, ValueError, ImportError) as exc:
-        raise WebLLMBuildError(f"transformers cannot load {spec}: {exc}") from None
+        raise VerifyError(f"transformers cannot load {spec}: {exc}") from None
     if q.quantized:
         requantize_(model, q.model_dtype, q.group_size)
     return Reference(model, tokenizer, spec, q.name)

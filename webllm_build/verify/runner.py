@@ -17,7 +17,7 @@ from tvm.contrib import tvmjs
 from tvm.runtime import ShapeTuple
 
 from webllm_build.artifacts import read_model_index, read_weights_manifest
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.errors import ArtifactError, VerifyError
 from webllm_build.random_weights import generate
 
 SEQUENCE_ID = 0
@@ -30,7 +30,7 @@ class CpuModel:
         index = read_model_index(directory)
         self.config = json.loads((directory / index.files["config"].path).read_text())
         if not self.config["library"].endswith(".so"):
-            raise WebLLMBuildError(f"{directory} holds a WebGPU build; compile with target cpu.")
+            raise ArtifactError(f"{directory} holds a WebGPU build; compile with target cpu.")
         self.device = tvm.cpu()
         self.vm = relax.VirtualMachine(
             tvm.runtime.load_module(str(directory / self.config["library"])), self.device
@@ -64,7 +64,7 @@ class CpuModel:
 
     def _forward(self, function: str, ids: list[int]) -> np.ndarray:
         if self.length + len(ids) > self.config["context_window"]:
-            raise WebLLMBuildError(
+            raise VerifyError(
                 f"{self.length + len(ids)} tokens exceed the context window of "
                 f"{self.config['context_window']}."
             )

@@ -24,7 +24,7 @@ from tvm.script import relax as R
 from webllm_build.compiler.link import link_wasm
 from webllm_build.compiler.runtime import build_runtime
 from webllm_build.compiler.target import cpu_target, webgpu_target
-from webllm_build.errors import WebLLMBuildError
+from webllm_build.errors import BrowserError
 from webllm_build.serve import serve_in_background
 from webllm_build.verify.browser import BrowserSession, evaluate, launch_browser, write_harness
 
@@ -106,7 +106,7 @@ def run_in_browser(
         page, log = session.open(url)
         adapter = evaluate(page, log, "webllm.probeWebGPU()")
         if not adapter.get("available"):
-            raise WebLLMBuildError(
+            raise BrowserError(
                 f"Headless Chromium has no WebGPU adapter ({adapter.get('reason')}). "
                 "Run `webllm_build doctor` to see what is missing."
             )

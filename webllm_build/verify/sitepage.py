@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from webllm_build.errors import BrowserError, WebLLMBuildError
+from webllm_build.errors import BrowserError, VerifyError
 from webllm_build.serve import serve_in_background
 from webllm_build.verify.browser import BrowserSession, PageLog, evaluate
 
@@ -104,7 +104,7 @@ def fetch_json(url: str, timeout_s: float = 30) -> Any:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
     except (OSError, ValueError) as exc:
-        raise WebLLMBuildError(
+        raise VerifyError(
             f"Could not read {url}: {exc}. Is it a site built by webllm_build site?"
         ) from None
 
@@ -118,7 +118,7 @@ def site_url(target: str | Path) -> Iterator[str]:
         return
     folder = Path(target)
     if not (folder / "site.json").is_file():
-        raise WebLLMBuildError(
+        raise VerifyError(
             f"{folder} is not a built site (no site.json). Build one with: webllm_build site --out {folder}"
         )
     with serve_in_background(folder) as url:
@@ -130,7 +130,7 @@ def select_models(entries: list[dict[str, Any]], wanted: tuple[str, ...]) -> lis
     ids = [e["id"] for e in entries]
     unknown = [m for m in wanted if m not in ids]
     if unknown:
-        raise WebLLMBuildError(f"The site has no model {', '.join(unknown)}; it has: {', '.join(ids)}.")
+        raise VerifyError(f"The site has no model {', '.join(unknown)}; it has: {', '.join(ids)}.")
     return [e for e in entries if not wanted or e["id"] in wanted]
 
 
@@ -164,7 +164,7 @@ class SitePage:
             if entry["id"] == model_id:
                 return entry
         known = ", ".join(m["id"] for m in self.models)
-        raise WebLLMBuildError(f"The site has no model {model_id!r}; it has: {known}.")
+        raise VerifyError(f"The site has no model {model_id!r}; it has: {known}.")
 
     def model_url(self, model_id: str) -> str:
         """The model directory's absolute URL (its base_url may point at another origin)."""
