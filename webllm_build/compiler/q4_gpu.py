@@ -11,21 +11,7 @@ q - 7 in two ALU steps: OR-ed into the mantissa of 2^23 it is the float 2^23 + q
 subtracting 2^23 + 7 leaves q - 7, also exact. The fused elementwise epilogues (residual add,
 bias, gelu) are folded into the store (compiler/q4_fused.py).
 
-Measured on an H200 under Deno 2.9.6 (Phi-3.5-mini q4f16_1, random weights, interleaved with
-the dlight build, benchmarks/results/h200_prefill_matmul.json): prefill kernels at 125 tokens
-148.7 -> 72.9 ms, prefill 846 -> 1,916 tokens/s at 512 tokens and 749 -> 1,495 at 2,048; with
-the GEMV below swapped in too, the dlight build's 32 greedy tokens (log-probabilities within
-8.1e-3). Of the tilings tried (benchmarks/q4_kernels.py, one Deno process, Phi's
-layers at 512 tokens: o_proj / gate_up / down 1426 / 7502 / 3871 us with dlight), 64 x 64 with
-4 x 4 a thread took 541 / 2767 / 1431 us; 64 x 128 (4 x 8) and 128 x 64 (8 x 4) were 20% slower
-on o_proj and down and 7% faster on gate_up; 8 x 8 a thread, 45-78% slower
-(benchmarks/results/h200_q4_kernels_lab.json). Its relative error against a float64 CPU sum
-was 3e-4 to 5e-4, dlight's 5e-3 to 2e-2 (f16 accumulation).
-
-Not kept, measured: a GEMV for decoding in the same style (threads splitting each row's words,
-several rows a thread, words loaded ahead, partial sums in workgroup memory). In the model it
-was faster than dlight's on qkv and gate_up (0.634 -> 0.588, 0.857 -> 0.798 ms a token) and
-slower on o_proj and down (0.351 -> 0.427, 0.576 -> 0.724): decode GPU time 4.80 -> 4.92 ms.
+What it gained, the tilings measured, and the variants tried and dropped: docs/kernels.md.
 """
 
 from __future__ import annotations

@@ -12,31 +12,9 @@ activation pre-multiplied by 16^-b (a power of two, exact), so there is no shift
 nibble, whose mask would make the int32 negative, is `w >> 28`. An activation is loaded and
 scaled once per word for all the rows of a thread, a scale once per group.
 
-Measured in headless Chromium on SwiftShader (2-core x86, HeadlessChrome 156), SmolLM2-135M
-shapes, one call in a loop (weights cached): gate/up (3072 x 576) 1.72 -> 0.86 ms, down
-(576 x 1536) 0.98 -> 0.41 ms, lm_head (49152 x 576) 26 -> 15 ms against the scheduled TE
-kernel; in the model, a decode step's 4-bit matmuls went from 136 to ~85 ms.
-
 The rule takes the fused functions compiler/q4_fused.py matches, their elementwise epilogues
 folded into the kernel's store; anything else (a group that is not whole words) is left to the
-scheduled kernel.
-
-Not done, measured: computing the RMSNorm that precedes qkv and gate/up inside this kernel
-(every thread re-reads the row for its statistic) took 303 -> 243 dispatches per decoded token
-but cost more kernel time than it saved: decode 8.9 -> 8.2, prefill 25 -> 19 tokens/s.
-
-Not kept, measured (session 11, HeadlessChrome 156.0.8078.114): loading a row's 32 weights as
-one `vec4<u32>` instead of four `u32` loads. On SwiftShader a load whose address differs
-between lanes is a gather, and in a loads-only variant of this kernel the weight loads were
-two thirds of its time, so one load per 32 weights helps: with weights relaid 4-word-chunk-major,
-a 3072 x 576 GEMV took 0.90-0.99 against 1.04-1.27 ms. TVM 0.27 prints such a load as four
-scalar loads, so the WGSL array had to be retyped to `array<vec4<u32>>` by rewriting the
-lowered kernel's TVMScript before code generation. In the model (decode kernels only; prefill
-kept word loads), two alternating runs each: decode 8.95 / 9.41 against 8.17 / 8.43 tokens/s,
-prefill unchanged (17.9 / 18.6 against 17.1 / 18.1), but the whole model load 12.4 / 11.2
-against 10.6 / 9.9 s, because SwiftShader compiles the 4x larger unrolled loop body at every
-page load. A CI check that loads a model and generates a few dozen tokens pays more than it
-gains (break-even near 130 tokens), and the rewrite depends on how this TVM prints kernels.
+scheduled kernel. What it gained, and the variants tried and dropped: docs/kernels.md.
 """
 
 from __future__ import annotations
