@@ -38,6 +38,7 @@ from webllm_build.build import plan_and_build
 from webllm_build.errors import WebLLMBuildError
 from webllm_build.loaders import resolve_model
 from webllm_build.plan import BuildOptions
+from webllm_build.quantize import get_quantization
 from webllm_build.verify.runner import CpuModel
 
 LOGIT_TOLERANCE = 1e-3
@@ -239,15 +240,16 @@ def test_chunked_prefill_equals_one_prefill(builds):
 # --- 3. 4-bit presets against transformers on the dequantized weights -----------------------------
 
 
-@pytest.mark.parametrize("quantization", ["q4f32_1", "q4f16_1"])
+@pytest.mark.parametrize("quantization", ["q4f32_1", "q4f16_1", "q4f32_asym"])
 @pytest.mark.parametrize("name", QUANTIZED_CASES)
 def test_quantized_greedy_matches_transformers(builds, name, quantization):
     """transformers runs in float32 on our 4-bit weights (dequantized; f16 scales for q4f16_1),
     so only our activation dtype differs from it."""
     case = CASES[name]
-    scale_dtype = "float16" if quantization == "q4f16_1" else "float32"
+    q = get_quantization(quantization)
     ours = CpuModel(builds.compiled(name, quantization))
-    reference = requantize_(transformers_model(builds.checkpoint(name)), scale_dtype)
+    hf_model = transformers_model(builds.checkpoint(name))
+    reference = requantize_(hf_model, q.model_dtype, asymmetric=q.asymmetric)
     expected = transformers_greedy(reference, case.prompt, GREEDY_STEPS, ours.config["eos_token_ids"])
     error = max_error(ours.prefill(case.prompt), expected.first_logits)
     ours.reset()
@@ -258,7 +260,7 @@ def test_quantized_greedy_matches_transformers(builds, name, quantization):
     )
     assert len(expected.tokens) == GREEDY_STEPS  # no eos: every step is compared
     assert tokens == expected.tokens
-    if quantization == "q4f32_1":  # the same float32 arithmetic as transformers, bar ordering
+    if q.model_dtype == "float32":  # the same float32 arithmetic as transformers, bar ordering
         assert error <= LOGIT_TOLERANCE
 
 

@@ -213,10 +213,10 @@ def plan_and_build(
 
 
 def parameter_count(params: list[tuple[str, tuple[int, ...], str]]) -> int:
-    """The model's parameter count: packed 4-bit words hold eight, scales are overhead."""
+    """The model's parameter count: packed 4-bit words hold eight, scales and minimums are overhead."""
     count = 0
     for name, shape, _ in params:
-        if name.endswith(".q_scale"):
+        if name.endswith((".q_scale", ".q_min")):
             continue
         count += math.prod(shape) * (VALUES_PER_WORD if name.endswith(".q_weight") else 1)
     return count

@@ -2,7 +2,7 @@
 
 Our parameter names are the checkpoint's, except where we fuse: the architecture's
 `fused_params` says which checkpoint tensors concatenate into one of ours. Quantized
-parameters (`*.q_weight`, `*.q_scale`) come from quantizing the float weight of that name.
+parameters (`*.q_weight`, `*.q_scale`, `*.q_min`) come from quantizing the float weight of that name.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def model_parameters(
     source: str,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (name, array) for each expected (name, shape, dtype), converted and checked."""
-    pending_scale: dict[str, np.ndarray] = {}
+    # A packed weight comes first in call order; its scales (and minimums) follow it.
+    pending: dict[str, np.ndarray] = {}
     for name, shape, dtype in expected:
         if name.endswith(".q_weight"):
             base = name.removesuffix(".q_weight")
@@ -49,11 +50,13 @@ def model_parameters(
                     f"{source}: tensor `{base}.weight` has shape {weight.shape}, the model config "
                     f"implies {(shape[0], shape[1] * VALUES_PER_WORD)}."
                 )
-            packed, scale = quantize_weight(weight, q.group_size, q.model_dtype)
-            pending_scale[f"{base}.q_scale"] = scale
-            array = packed
-        elif name in pending_scale:
-            array = pending_scale.pop(name)
+            quantized = quantize_weight(weight, q.group_size, q.model_dtype, q.asymmetric)
+            pending[f"{base}.q_scale"] = quantized.scale
+            if quantized.minimum is not None:
+                pending[f"{base}.q_min"] = quantized.minimum
+            array = quantized.packed
+        elif name in pending:
+            array = pending.pop(name)
         else:
             array = fetch(name).astype(dtype)
         if tuple(array.shape) != tuple(shape):

@@ -1,6 +1,7 @@
 """Weight quantization: the presets, the numpy packing, and the quantized Relax modules.
 
-`q4f*_1` is symmetric 4-bit group quantization in groups of 32 (the format: q4_format.py).
+`q4f*_1` is symmetric 4-bit group quantization in groups of 32, `q4f*_asym` asymmetric (a scale
+and a minimum per group); the format is q4_format.py.
 Dequantization happens inside the matmul's own kernel (one TE op computes both), so a full-size
 dequantized weight never exists in GPU memory.
 
@@ -11,6 +12,7 @@ Quantization is generic over models: `quantize_modules` swaps every `nn.Linear` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from tvm import te, tirx
@@ -28,6 +30,10 @@ class Quantization:
     model_dtype: str  # activations, norms, biases and scales
     group_size: int | None  # None: weights stay unquantized
     description: str
+    # Each group stores a minimum beside its scale (w = scale * q + min, q in 0..15) instead of
+    # the symmetric scheme's fixed offset (w = scale * (q - 7)): a group's 16 levels then span its
+    # own range, and GGUF's Q4_0 / Q4_1 / Q4_K blocks are exactly such groups.
+    asymmetric: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -41,6 +47,12 @@ class Quantization:
 QUANTIZATIONS: dict[str, Quantization] = {
     "q4f16_1": Quantization("q4f16_1", "float16", 32, "4-bit weights, f16 scales and activations"),
     "q4f32_1": Quantization("q4f32_1", "float32", 32, "4-bit weights, f32 scales and activations"),
+    "q4f16_asym": Quantization(
+        "q4f16_asym", "float16", 32, "4-bit weights, f16 scales and minimums, f16 activations", True
+    ),
+    "q4f32_asym": Quantization(
+        "q4f32_asym", "float32", 32, "4-bit weights, f32 scales and minimums, f32 activations", True
+    ),
     "q0f16": Quantization("q0f16", "float16", None, "unquantized f16"),
     "q0f32": Quantization("q0f32", "float32", None, "unquantized f32"),
 }
@@ -52,30 +64,62 @@ def get_quantization(name: str) -> Quantization:
     return QUANTIZATIONS[name]
 
 
-def quantize_weight(weight: np.ndarray, group_size: int, scale_dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) float -> packed uint32 (rows, cols/8) and scales (rows, cols/group_size)."""
+class GroupQuantized(NamedTuple):
+    """A weight in the 4-bit group format: what the compiled model's parameters hold."""
+
+    packed: np.ndarray  # uint32 (rows, cols / 8)
+    scale: np.ndarray  # (rows, cols / group_size), the model's dtype
+    minimum: np.ndarray | None  # as `scale`, asymmetric schemes only
+
+
+def quantize_weight(
+    weight: np.ndarray, group_size: int, scale_dtype: str, asymmetric: bool = False
+) -> GroupQuantized:
+    """(rows, cols) float -> the packed 4-bit words, and a scale (and minimum) per group."""
     rows, cols = weight.shape
     groups = weight.astype(np.float32).reshape(rows, cols // group_size, group_size)
-    scale = (np.abs(groups).max(axis=-1) / MAX_INT).astype(scale_dtype)
+    if asymmetric:
+        low, high = groups.min(axis=-1), groups.max(axis=-1)
+        scale = ((high - low) / (2 * MAX_INT + 1)).astype(scale_dtype)
+        minimum = low.astype(scale_dtype)
+        offset = minimum.astype(np.float32)[..., None]
+    else:
+        scale = (np.abs(groups).max(axis=-1) / MAX_INT).astype(scale_dtype)
+        minimum, offset = None, 0
     # Round the scale to its stored dtype first, so packing and dequantizing agree exactly.
     safe = np.where(scale == 0, 1, scale).astype(np.float32)[..., None]
-    q = np.clip(np.rint(groups / safe) + MAX_INT, 0, 2 * MAX_INT).astype(np.uint32)
-    nibbles = q.reshape(rows, cols // VALUES_PER_WORD, VALUES_PER_WORD)
+    levels = (2 * MAX_INT + 1, 0) if asymmetric else (2 * MAX_INT, MAX_INT)
+    q = np.clip(np.rint((groups - offset) / safe) + levels[1], 0, levels[0]).astype(np.uint32)
+    return GroupQuantized(pack_nibbles(q.reshape(rows, cols)), scale, minimum)
+
+
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """(rows, cols) values in 0..15 -> uint32 (rows, cols / 8), lowest nibble first."""
+    rows, cols = q.shape
+    nibbles = q.astype(np.uint32).reshape(rows, cols // VALUES_PER_WORD, VALUES_PER_WORD)
     shifts = np.arange(VALUES_PER_WORD, dtype=np.uint32) * BITS
-    packed = np.bitwise_or.reduce(nibbles << shifts, axis=-1).astype(np.uint32)
-    return packed, scale
+    return np.bitwise_or.reduce(nibbles << shifts, axis=-1).astype(np.uint32)
 
 
-def dequantize_weight(packed: np.ndarray, scale: np.ndarray, group_size: int) -> np.ndarray:
-    """The exact float32 weights the compiled kernels compute from `packed` and `scale`."""
-    rows = packed.shape[0]
+def dequantize_weight(weight: GroupQuantized, group_size: int) -> np.ndarray:
+    """The exact float32 weights the compiled kernels compute from a packed weight."""
+    rows = weight.packed.shape[0]
     shifts = np.arange(VALUES_PER_WORD, dtype=np.uint32) * BITS
-    q = ((packed[..., None] >> shifts) & NIBBLE_MASK).reshape(rows, -1).astype(np.float32) - MAX_INT
-    return q * np.repeat(scale.astype(np.float32), group_size, axis=1)
+    q = ((weight.packed[..., None] >> shifts) & NIBBLE_MASK).reshape(rows, -1).astype(np.float32)
+    scale = np.repeat(weight.scale.astype(np.float32), group_size, axis=1)
+    if weight.minimum is None:
+        return (q - MAX_INT) * scale
+    return q * scale + np.repeat(weight.minimum.astype(np.float32), group_size, axis=1)
 
 
-def _te_dequantize(q_weight: te.Tensor, q_scale: te.Tensor, group_size: int, dtype: str):
-    """A TE expression for element (row, col) of the dequantized weight."""
+def _te_dequantize(
+    q_weight: te.Tensor, q_scale: te.Tensor, q_min: te.Tensor | None, group_size: int, dtype: str
+):
+    """A TE expression for element (row, col) of the dequantized weight.
+
+    The asymmetric form is `q * scale + min`, in that order: compiler/q4_fused.py tells the
+    scale from the minimum by the order the expression loads them.
+    """
 
     def element(row, col):
         word = q_weight[row, col // VALUES_PER_WORD]
@@ -84,48 +128,62 @@ def _te_dequantize(q_weight: te.Tensor, q_scale: te.Tensor, group_size: int, dty
         # Through int32: a signed int-to-float conversion is one instruction on x86 SIMD (what
         # CPU-emulated adapters run on), an unsigned one several.
         value = nibble.astype("int32").astype(dtype)
-        return (value - tirx.const(MAX_INT, dtype)) * q_scale[row, col // group_size]
+        group = col // group_size
+        if q_min is not None:
+            return value * q_scale[row, group] + q_min[row, group]
+        return (value - tirx.const(MAX_INT, dtype)) * q_scale[row, group]
 
     return element
 
 
-class GroupQuantLinear(nn.Module):
+class _GroupQuantParams(nn.Module):
+    """The packed weight, its scales and (asymmetric schemes) minimums, as parameters."""
+
+    def _quantized_params(self, rows: int, cols: int, q: Quantization) -> None:
+        self.q_weight = nn.Parameter((rows, cols // VALUES_PER_WORD), "uint32")
+        self.q_scale = nn.Parameter((rows, cols // q.group_size), q.model_dtype)
+        self.q_min = nn.Parameter((rows, cols // q.group_size), q.model_dtype) if q.asymmetric else None
+
+    def _tensors(self) -> list[Tensor]:
+        return [self.q_weight, self.q_scale] + ([self.q_min] if self.q_min is not None else [])
+
+
+class GroupQuantLinear(_GroupQuantParams):
     def __init__(self, in_features: int, out_features: int, bias: bool, q: Quantization) -> None:
         self.in_features, self.out_features, self.q = in_features, out_features, q
-        self.q_weight = nn.Parameter((out_features, in_features // VALUES_PER_WORD), "uint32")
-        self.q_scale = nn.Parameter((out_features, in_features // q.group_size), q.model_dtype)
+        self._quantized_params(out_features, in_features, q)
         self.bias = nn.Parameter((out_features,), q.model_dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = dequantize_matmul(x, self.q_weight, self.q_scale, self.q)
+        out = dequantize_matmul(x, self._tensors(), self.q)
         return out + self.bias if self.bias is not None else out
 
 
-class GroupQuantEmbedding(nn.Module):
+class GroupQuantEmbedding(_GroupQuantParams):
     def __init__(self, num: int, dim: int, q: Quantization) -> None:
         self.num, self.dim, self.q = num, dim, q
-        self.q_weight = nn.Parameter((num, dim // VALUES_PER_WORD), "uint32")
-        self.q_scale = nn.Parameter((num, dim // q.group_size), q.model_dtype)
+        self._quantized_params(num, dim, q)
 
     def forward(self, ids: Tensor) -> Tensor:
         q, dim = self.q, self.dim
 
-        def lookup(ids_t: te.Tensor, weight: te.Tensor, scale: te.Tensor) -> te.Tensor:
-            element = _te_dequantize(weight, scale, q.group_size, q.model_dtype)
+        def lookup(ids_t: te.Tensor, weight: te.Tensor, scale: te.Tensor, minimum: te.Tensor | None = None):
+            element = _te_dequantize(weight, scale, minimum, q.group_size, q.model_dtype)
             return te.compute((*ids_t.shape, dim), lambda *i: element(ids_t[i[:-1]], i[-1]), "embed")
 
-        return op.tensor_expr_op(lookup, "dequantize_embed", [ids, self.q_weight, self.q_scale])
+        return op.tensor_expr_op(lookup, "dequantize_embed", [ids, *self._tensors()])
 
     def lm_head_forward(self, hidden: Tensor) -> Tensor:
-        return dequantize_matmul(hidden, self.q_weight, self.q_scale, self.q)
+        return dequantize_matmul(hidden, self._tensors(), self.q)
 
 
-def dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, q: Quantization) -> Tensor:
-    """x @ dequantize(w).T as one TE op, so the dequantization fuses into the matmul kernel."""
+def dequantize_matmul(x: Tensor, quantized: list[Tensor], q: Quantization) -> Tensor:
+    """x @ dequantize(w).T as one TE op, so the dequantization fuses into the matmul kernel;
+    `quantized` is the weight's packed words, scales and (asymmetric) minimums."""
 
-    def compute(x_t: te.Tensor, weight: te.Tensor, scale: te.Tensor) -> te.Tensor:
+    def compute(x_t: te.Tensor, weight: te.Tensor, scale: te.Tensor, minimum: te.Tensor | None = None):
         in_features = x_t.shape[-1]
-        element = _te_dequantize(weight, scale, q.group_size, q.model_dtype)
+        element = _te_dequantize(weight, scale, minimum, q.group_size, q.model_dtype)
         dequantized = te.compute((weight.shape[0], in_features), element, name=DEQUANTIZE_STAGE)
         k = te.reduce_axis((0, in_features), name="k")
         return te.compute(
@@ -134,7 +192,7 @@ def dequantize_matmul(x: Tensor, q_weight: Tensor, q_scale: Tensor, q: Quantizat
             name="matmul",
         )
 
-    return op.tensor_expr_op(compute, "dequantize_matmul", [x, q_weight, q_scale])
+    return op.tensor_expr_op(compute, "dequantize_matmul", [x, *quantized])
 
 
 def quantize_modules(model: nn.Module, q: Quantization) -> nn.Module:

@@ -44,6 +44,8 @@ BIAS = (-0.02, 0.02)
 WEIGHT = (-0.035, 0.035)  # std 0.02
 # Nibbles are uniform in 0..15 (values -7..8 after the offset, std ~4.6): std ~0.02 again.
 QUANT_SCALE = (0.002, 0.006)
+# An asymmetric group's minimum: about -7.5 scales, so its weights centre near zero.
+QUANT_MIN = (-0.035, -0.025)
 
 
 def init_for(name: str, shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
@@ -52,6 +54,8 @@ def init_for(name: str, shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
         return {"kind": "bits"}  # packed 4-bit words
     if name.endswith(".q_scale"):
         low, high = QUANT_SCALE
+    elif name.endswith(".q_min"):
+        low, high = QUANT_MIN
     elif len(shape) == 1:
         # 1-D weights are norm gains (RMSNorm, LayerNorm); 1-D biases shift.
         low, high = NORM_GAIN if name.endswith(".weight") else BIAS

@@ -23,6 +23,7 @@ class Q4Matmul:
     x: tirx.Buffer
     weight: tirx.Buffer
     scale: tirx.Buffer
+    minimum: tirx.Buffer | None  # asymmetric schemes' per-group minimum (w = scale * q + minimum)
     matmul: tirx.Buffer  # the reduction's own output, read by the first epilogue
     out: tirx.Buffer  # what the function finally writes
     epilogues: list[tirx.SBlock]
@@ -86,9 +87,10 @@ def match_q4_matmul(func: tirx.PrimFunc) -> Q4Matmul | None:
         return None
     quantized = _loaded_buffers(dequantize.body.value)
     weights = [b for b in quantized if b.dtype == "uint32"]
+    # The scale, then (asymmetric) the minimum: the order quantize._te_dequantize loads them in.
     scales = [b for b in quantized if b.dtype != "uint32"]
     activations = [b for b in _loaded_buffers(matmul.body.value) if not b.same_as(dequantize.body.buffer)]
-    if len(weights) != 1 or len(scales) != 1 or len(activations) != 2:
+    if len(weights) != 1 or len(scales) not in (1, 2) or len(activations) != 2:
         return None
     x = next(b for b in activations if not b.same_as(matmul.body.buffer))
     out = matmul.body.buffer
@@ -101,7 +103,10 @@ def match_q4_matmul(func: tirx.PrimFunc) -> Q4Matmul | None:
         if len(store.indices) != len(out.shape):
             return None
         out = store.buffer
-    return Q4Matmul(x, weights[0], scales[0], matmul.body.buffer, out, epilogues)
+    minimum = scales[1] if len(scales) == 2 else None
+    if minimum is not None and [str(d) for d in minimum.shape] != [str(d) for d in scales[0].shape]:
+        return None
+    return Q4Matmul(x, weights[0], scales[0], minimum, matmul.body.buffer, out, epilogues)
 
 
 def apply_epilogue(match: Q4Matmul, value, indices: list):

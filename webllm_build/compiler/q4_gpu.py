@@ -8,7 +8,8 @@ offset and multiplies by the group's scale per weight, and accumulates in the mo
 once per tile (not once per token), are staged in workgroup memory (padded rows: no bank
 conflicts), and each thread accumulates a register tile in f32. A nibble q becomes the float
 q - 7 in two ALU steps: OR-ed into the mantissa of 2^23 it is the float 2^23 + q exactly, and
-subtracting 2^23 + 7 leaves q - 7, also exact. The fused elementwise epilogues (residual add,
+subtracting 2^23 + 7 leaves q - 7, also exact (2^23 alone leaves q, for asymmetric schemes'
+q * scale + minimum). The fused elementwise epilogues (residual add,
 bias, gelu) are folded into the store (compiler/q4_fused.py).
 
 What it gained, the tilings measured, and the variants tried and dropped: docs/kernels.md.
@@ -33,7 +34,7 @@ from webllm_build.compiler.q4_fused import (
 from webllm_build.q4_format import BITS, MAX_INT, NIBBLE_MASK, VALUES_PER_WORD
 
 MAGIC_BITS = 0x4B000000  # the float 2^23, whose mantissa's low bits then hold an integer
-MAGIC_MINUS_OFFSET = 8388608.0 + MAX_INT  # 2^23 + the stored offset
+MAGIC = 8388608.0  # 2^23
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,19 @@ class MatmulTiling:
 MATMUL = MatmulTiling()
 
 
-def _nibble_minus_offset(word, b):
-    """The float q - 7 of the nibble at bit 4b of `word` (b a constant once unrolled)."""
+def _nibble_minus(word, b, offset: int):
+    """The float q - offset of the nibble at bit 4b of `word` (b a constant once unrolled)."""
     shifted = tirx.shift_right(word, tirx.Cast("uint32", b * BITS))
     nibble = tirx.bitwise_and(shifted, tirx.const(NIBBLE_MASK, "uint32"))
     bits = tirx.bitwise_or(nibble, tirx.const(MAGIC_BITS, "uint32"))
-    return tirx.reinterpret("float32", bits) - tirx.const(MAGIC_MINUS_OFFSET, "float32")
+    return tirx.reinterpret("float32", bits) - tirx.const(MAGIC + offset, "float32")
+
+
+def _dequantized(match: Q4Matmul, word, b, scale_value, row, group):
+    """One weight: (q - 7) * scale symmetric, q * scale + minimum asymmetric."""
+    if match.minimum is None:
+        return _nibble_minus(word, b, MAX_INT) * scale_value
+    return _nibble_minus(word, b, 0) * scale_value + tirx.Cast("float32", match.minimum[row, group])
 
 
 def tiled_matmul_kernel(
@@ -155,7 +163,14 @@ def tiled_matmul_kernel(
                                             (T.floormod(staged(ty, tx, lw), step_words) * VALUES_PER_WORD + b)
                                             * w_stride
                                             + T.floordiv(staged(ty, tx, lw), step_words)
-                                        ] = _nibble_minus_offset(word[0], b) * s[0]
+                                        ] = _dequantized(
+                                            match,
+                                            word[0],
+                                            b,
+                                            s[0],
+                                            w_row(bx, ty, tx, lw),
+                                            kt * step // group_size,
+                                        )
                                 T.tvm_storage_sync("shared")
                                 for k in T.unroll(step):
                                     for u in T.unroll(thread_m):

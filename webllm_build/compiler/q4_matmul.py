@@ -7,6 +7,8 @@ same sum in three per weight, in the order of a group of 32 weights:
 
     sum_g scale_g * (sum_k q_k x_k - 7 * sum_k x_k)
 
+(asymmetric schemes: `scale_g * sum_k q_k x_k + min_g * sum_k x_k`, from the same two sums)
+
 with the nibble at bit 4b taken as `f32(i32(w & (15 << 4b)))` (q * 16^b, exact) against an
 activation pre-multiplied by 16^-b (a power of two, exact), so there is no shift; the top
 nibble, whose mask would make the int32 negative, is `w >> 28`. An activation is loaded and
@@ -118,6 +120,13 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
 
     offset = tirx.const(MAX_INT, "float32")
 
+    def group_sum(scale_value, qx_sum, x_total, row, g):
+        """A group's contribution: scale * sum(q x) plus the offset's share, -7 * scale * sum(x)
+        symmetric or minimum * sum(x) asymmetric, both from the same per-group activation sum."""
+        if match.minimum is None:
+            return scale_value * (qx_sum - offset * x_total)
+        return scale_value * qx_sum + T.Cast("float32", match.minimum[row, g]) * x_total
+
     # The body uses the fused function's own buffers, which only its signature defines.
     @T.prim_func(s_tir=True, check_well_formed=False)
     def kernel():
@@ -165,7 +174,7 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
                             for i in T.unroll(rows):
                                 s[0] = T.Cast("float32", scale[row_of(bx, tx, i), g])
                                 for u in T.unroll(tokens):
-                                    acc[u, i] = acc[u, i] + s[0] * (part[u, i] - offset * x_sum[u])
+                                    acc[u, i] += group_sum(s[0], part[u, i], x_sum[u], row_of(bx, tx, i), g)
                         for u in T.unroll(tokens):
                             for i in T.unroll(rows):
                                 if token_at(by, u) < token_count and row_at(bx, tx, i) < rows_total:

@@ -29,7 +29,9 @@ def require_transformers() -> None:
         )
 
 
-def requantize_(hf_model: Any, scale_dtype: str = "float32", group_size: int = 32) -> Any:
+def requantize_(
+    hf_model: Any, scale_dtype: str = "float32", group_size: int = 32, asymmetric: bool = False
+) -> Any:
     """Replace, in place, every weight we quantize by its dequantized 4-bit version.
 
     Mirrors quantize_modules: linear layers and the token embedding whose input width is a
@@ -42,8 +44,8 @@ def requantize_(hf_model: Any, scale_dtype: str = "float32", group_size: int = 3
         is_embedding = isinstance(module, torch.nn.Embedding) and module.embedding_dim % group_size == 0
         if is_linear or is_embedding:
             weight = module.weight.detach().float().numpy()
-            packed, scale = quantize_weight(weight, group_size, scale_dtype)
-            module.weight.data = torch.from_numpy(dequantize_weight(packed, scale, group_size))
+            quantized = quantize_weight(weight, group_size, scale_dtype, asymmetric)
+            module.weight.data = torch.from_numpy(dequantize_weight(quantized, group_size))
     return hf_model
 
 
@@ -118,5 +120,5 @@ def load_reference(spec: str, quantization: str) -> Reference:
     except (OSError, ValueError, ImportError) as exc:
         raise VerifyError(f"transformers cannot load {spec}: {exc}") from None
     if q.quantized:
-        requantize_(model, q.model_dtype, q.group_size)
+        requantize_(model, q.model_dtype, q.group_size, q.asymmetric)
     return Reference(model, tokenizer, spec, q.name)
