@@ -5,7 +5,7 @@
 // lstrip_blocks, which @huggingface/jinja always applies, as transformers' environment does).
 
 import { Environment, Interpreter, Template } from "@huggingface/jinja";
-import { EngineError } from "./library";
+import { EngineError } from "./errors";
 
 export interface ChatMessage {
   role: string;

@@ -1,7 +1,7 @@
 // Public entry of the webllm_build browser engine.
 
 export { probeWebGPU, type AdapterReport } from "./webgpu";
-export { EngineError, loadLibrary, runFloat32, type LoadedLibrary } from "./library";
+export { loadLibrary, runFloat32, type LoadedLibrary } from "./library";
 export { Model, type ModelConfig } from "./model";
 export { argmax, sampleToken, seededRandom, type SamplingParams } from "./sampling";
 export {
@@ -23,17 +23,20 @@ export {
   type RenderOptions,
   type SpecialTokens,
 } from "./chat_template";
-export {
-  Engine,
-  createEngine,
-  type ChatCompletion,
-  type ChatCompletionChunk,
-  type ChatCompletionRequest,
-  type CompletionUsage,
-  type FinishReason,
-} from "./engine";
-export { ENGINE_WORKER_NAME, WorkerEngine, createWorkerEngine } from "./worker_engine";
-export { FORWARDED_METHODS, isEngineWorker, serveEngine } from "./worker";
+export { Engine, createEngine } from "./engine";
+export type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  ChatEngine,
+  CompletionUsage,
+  FinishReason,
+  RuntimeStats,
+} from "./engine_api";
+export { EngineError, type EngineErrorCode } from "./errors";
+export { ENGINE_WORKER_NAME, FORWARDED_METHODS } from "./protocol";
+export { WorkerEngine, createWorkerEngine } from "./worker_engine";
+export { isEngineWorker, serveEngine } from "./worker";
 
 import { isEngineWorker, serveEngine } from "./worker";
 

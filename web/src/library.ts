@@ -6,8 +6,6 @@ import { EngineError } from "./errors";
 import { batchDispatches, webgpuContext } from "./gpu_commands";
 import { reportedLimits, requestModelDevice } from "./webgpu";
 
-export { EngineError };
-
 export interface LoadedLibrary {
   tvm: tvmjs.Instance;
   device: tvmjs.DLDevice;

@@ -4,7 +4,8 @@
 import * as tvmjs from "@mlc-ai/web-runtime";
 import { ScalarReader, webgpuContext } from "./gpu_commands";
 import { GreedyRun, type GpuDecoder } from "./greedy_run";
-import { EngineError, loadLibrary, type LoadedLibrary } from "./library";
+import { EngineError } from "./errors";
+import { loadLibrary, type LoadedLibrary } from "./library";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 import { probeWebGPU } from "./webgpu";
 
@@ -16,28 +17,39 @@ export interface ModelIndex {
   required_features: string[];
   // The kernel schedule classes built, the default first; each has a file role `library:<class>`.
   schedules?: string[];
+  // What each class's kernels are made for; absent in builds older than this key.
+  schedule_classes?: Record<string, ScheduleClass>;
   files: Record<"library" | "tokenizer" | "config" | "tensor_cache", { path: string; nbytes: number; sha256: string }> &
     Record<string, { path: string; nbytes: number; sha256: string }>;
 }
 
+export interface ScheduleClass {
+  // "fallback": an adapter that reports isFallbackAdapter (SwiftShader and other CPU emulations).
+  adapter: "hardware" | "fallback";
+}
+
+// The classes of builds whose index predates `schedule_classes`.
+const OLDER_BUILDS_CLASSES: Record<string, ScheduleClass> = {
+  gpu: { adapter: "hardware" },
+  "cpu-emulated": { adapter: "fallback" },
+};
+
 // Which library of the index suits this browser's adapter (see webllm_build/compiler/schedules.py):
-// fallback adapters (SwiftShader and other CPU emulations) get "cpu-emulated" kernels, real GPUs
-// "gpu" ones; a class the model was not built with falls back to the default library. `forced`
+// the first class built for this kind of adapter; the default library where none is. `forced`
 // picks a class whatever the adapter (tests run both classes on one machine).
 export async function libraryRole(index: ModelIndex, forced?: string): Promise<string> {
   const built = index.schedules ?? [];
   let wanted = forced;
   if (wanted === undefined && built.length > 1) {
-    wanted = (await probeWebGPU()).isFallbackAdapter ? "cpu-emulated" : "gpu";
+    const adapter = (await probeWebGPU()).isFallbackAdapter ? "fallback" : "hardware";
+    const classes = index.schedule_classes ?? OLDER_BUILDS_CLASSES;
+    wanted = built.find((name) => classes[name]?.adapter === adapter);
   }
   if (wanted !== undefined && !built.includes(wanted)) {
-    if (forced !== undefined) {
-      throw new EngineError(
-        "missing-library",
-        `This model has no "${forced}" kernels (built: ${built.join(", ") || "the default only"}).`,
-      );
-    }
-    return "library";
+    throw new EngineError(
+      "missing-library",
+      `This model has no "${wanted}" kernels (built: ${built.join(", ") || "the default only"}).`,
+    );
   }
   return wanted === undefined ? "library" : `library:${wanted}`;
 }

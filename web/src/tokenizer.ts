@@ -7,7 +7,7 @@
 // ~4.6 MB of inlined wasm in the bundle and a wasm object that must be freed (`dispose`).
 
 import { Tokenizer as WasmTokenizer } from "@mlc-ai/web-tokenizers";
-import { EngineError } from "./library";
+import { EngineError } from "./errors";
 import type { ModelIndex } from "./model";
 
 // The parts of tokenizer.json read on the JS side; everything else is the wasm side's business.

@@ -9,7 +9,7 @@
 // to generate each tensor (random_weights.ts), and nothing is downloaded or stored.
 
 import type * as tvmjs from "@mlc-ai/web-runtime";
-import { EngineError } from "./library";
+import { EngineError } from "./errors";
 import { randomTensorBytes, type RandomWeights } from "./random_weights";
 
 export interface TensorRecord {

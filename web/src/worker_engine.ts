@@ -1,16 +1,19 @@
 // The page's handle on an engine running in a Web Worker (worker.ts): the same API as Engine,
-// with every call sent as a message. Streams arrive as chunk messages and are handed out through
-// an async iterator; breaking out of the loop interrupts the generation.
+// with every call sent as a message (protocol.ts). Streams arrive as chunk messages and are
+// handed out through an async iterator; breaking out of the loop interrupts the generation.
 
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CreateCompletion } from "./engine";
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  ChatEngine,
+  CreateCompletion,
+  RuntimeStats,
+} from "./engine_api";
 import { EngineError } from "./errors";
+import { ENGINE_WORKER_NAME, type ForwardedMethod, type Reply, type Request } from "./protocol";
 import type { AdapterReport } from "./webgpu";
 import type { LoadWeightsOptions } from "./weights";
-import type { ForwardedMethod, Reply, Request } from "./worker";
-
-// createWorkerEngine names its worker so; any other worker that imports the engine bundle (a
-// user's own) keeps its messages to itself.
-export const ENGINE_WORKER_NAME = "webllm_build engine";
 
 interface Pending {
   resolve(value: unknown): void;
@@ -20,7 +23,7 @@ interface Pending {
   onEvent?(name: string, value: unknown): void;
 }
 
-export class WorkerEngine {
+export class WorkerEngine implements ChatEngine {
   readonly kind = "worker";
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -101,8 +104,8 @@ export class WorkerEngine {
     return this.call("probe", []) as Promise<AdapterReport>;
   }
 
-  runtimeStats(): Promise<unknown> {
-    return this.call("runtimeStats", []);
+  runtimeStats(): Promise<RuntimeStats> {
+    return this.call("runtimeStats", []) as Promise<RuntimeStats>;
   }
 
   interruptGenerate(): void {

@@ -1,6 +1,6 @@
 // A built chat site's engine under Deno (WebGPU through wgpu): the same engine bundle a
 // visitor's browser runs, behind the `webllmApp` API the site's page script offers
-// (site_templates/app.js), so `check`, `bench` and the pytest fixture drive it unchanged.
+// (web/src/page/app.ts), so `check`, `bench` and the pytest fixture drive it unchanged.
 //
 //     deno run --allow-net --allow-import --location SITE_URL deno_page.js SITE_URL
 //

@@ -1,6 +1,6 @@
 """Drive a built chat site through the page's own API (`window.webllmApp`), as check and bench do.
 
-The page (site_templates/app.js) sets `window.webllmAppReady = true` once it exposes
+The page (web/src/page/app.ts) sets `window.webllmAppReady = true` once it exposes
 
     webllmApp.site              the parsed site.json
     webllmApp.engine            the page's engine handle (maybe in a Web Worker), or null

@@ -1,0 +1,354 @@
+// The chat page (site_templates/index.html): reads site.json, fills the model picker, and drives
+// the engine through its OpenAI-style API. The site's app.js only says where the files are and
+// calls startChatApp; every URL it passes is relative to the page, so the site works from any
+// sub-path.
+
+import type { ChatMessage } from "../chat_template";
+import type { ChatEngine, CompletionUsage } from "../engine_api";
+import { EngineError } from "../errors";
+import type { AdapterReport } from "../webgpu";
+import type { LoadProgress } from "../weights";
+import { Conversation } from "./conversation";
+import { pageElements, type PageElements } from "./dom";
+import { startEngine } from "./engines";
+import { ErrorBox, errorCode } from "./error_box";
+import { renderMarkdown } from "./markdown";
+import { SamplingForm } from "./sampling_form";
+import { fetchSite, missingFeatures, preferredModel, runnableVariant, type Site, type SiteModel } from "./site";
+
+export interface ChatAppOptions {
+  engineUrl: string; // the engine bundle: the worker's script
+  siteUrl: string; // site.json; model directories are relative to it
+}
+
+// Loading progress: the engine's, and the page's own "starting" before the engine reports.
+export type Progress = Pick<LoadProgress, "loadedBytes" | "totalBytes" | "percent"> & {
+  phase: LoadProgress["phase"] | "starting";
+};
+
+export interface LoadReport {
+  id: string;
+  ms: number;
+  progress: Progress | null; // the last one reported
+}
+
+// The page's API for scripts and headless checks (webllm_build check and bench drive it).
+export interface ChatAppApi {
+  readonly site: Site | null;
+  readonly engine: ChatEngine | null;
+  readonly adapter: AdapterReport | null;
+  readonly engineKind: ChatEngine["kind"] | null;
+  readonly lastUsage: CompletionUsage | null;
+  // Loads a site.json model by id; throws what the engine throws.
+  loadModel(id: string, options?: { onProgress?: (p: Progress) => void }): Promise<LoadReport>;
+}
+
+declare global {
+  interface Window {
+    webllmApp?: ChatAppApi;
+    webllmSiteReady?: boolean; // site.json is read and the picker filled
+    webllmAppReady?: boolean; // the engine is started (or known not to start)
+    webllmRenderMarkdown?: (text: string) => string; // for tests, which feed it hostile text
+  }
+}
+
+export function startChatApp(options: ChatAppOptions): void {
+  const app = new ChatApp(options, pageElements());
+  window.webllmRenderMarkdown = renderMarkdown;
+  window.webllmApp = app.api();
+  void app.start();
+}
+
+function hasWebGPU(): boolean {
+  return Boolean(navigator.gpu);
+}
+
+function formatBytes(bytes: number): string {
+  if (!(bytes > 0)) return "0 MB";
+  return bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(2)} GB` : `${(bytes / (1 << 20)).toFixed(1)} MB`;
+}
+
+class ChatApp {
+  private site: Site | null = null;
+  private engine: ChatEngine | null = null; // in its Web Worker, or in this page where workers lack WebGPU
+  private adapter: AdapterReport | null = null; // the WebGPU adapter, as the engine sees it
+  private messages: ChatMessage[] = [];
+  private generating = false;
+  private loadedModel: SiteModel | null = null;
+  private lastUsage: CompletionUsage | null = null;
+  private modelPicked = false; // the visitor chose a model: re-filling the picker keeps it
+  private webgpuOk = hasWebGPU(); // false once the browser is known to lack WebGPU: loading would only fail
+  private readonly conversation: Conversation;
+  private readonly errors: ErrorBox;
+  private readonly sampling: SamplingForm;
+
+  constructor(
+    private readonly options: ChatAppOptions,
+    private readonly ui: PageElements,
+  ) {
+    this.conversation = new Conversation(ui.conversation, ui.announcer);
+    this.errors = new ErrorBox(ui.error);
+    this.sampling = new SamplingForm(ui);
+  }
+
+  api(): ChatAppApi {
+    const app = this;
+    return {
+      get site() {
+        return app.site;
+      },
+      get engine() {
+        return app.engine;
+      },
+      get adapter() {
+        return app.adapter;
+      },
+      get engineKind() {
+        return app.engine?.kind ?? null;
+      },
+      get lastUsage() {
+        return app.lastUsage;
+      },
+      loadModel: (id, options) => app.loadModel(id, options),
+    };
+  }
+
+  async start(): Promise<void> {
+    const { ui } = this;
+    ui.load.addEventListener("click", () => void this.loadSelected());
+    ui.model.addEventListener("change", () => (this.modelPicked = true));
+    ui.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.send();
+    });
+    ui.prompt.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        void this.send();
+      }
+    });
+    ui.stop.addEventListener("click", () => this.engine?.interruptGenerate());
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.generating && this.engine) {
+        event.preventDefault();
+        this.engine.interruptGenerate();
+      }
+    });
+    ui.newChat.addEventListener("click", () => void this.newChat());
+
+    if (!hasWebGPU()) ui.noWebGPU.hidden = false;
+    try {
+      this.site = await fetchSite(this.options.siteUrl);
+      this.fillPicker(this.site);
+    } catch (error) {
+      this.errors.show(error);
+    }
+    this.setBusy();
+    window.webllmSiteReady = true;
+
+    if (hasWebGPU()) {
+      try {
+        const { engine, report } = await startEngine(this.options.engineUrl);
+        this.engine = engine;
+        this.adapter = report;
+        if (!report.available) {
+          this.webgpuOk = false;
+          ui.noWebGPU.hidden = false;
+          ui.noWebGPUReason.textContent = report.reason || "";
+        }
+      } catch (error) {
+        this.errors.show(error);
+      }
+    }
+    if (this.site) this.fillPicker(this.site); // again, now marking what this adapter cannot run
+    this.setBusy();
+    window.webllmAppReady = true;
+  }
+
+  private setBusy(): void {
+    const { ui } = this;
+    const ready = this.loadedModel !== null;
+    ui.load.disabled = this.generating || !this.site || !this.engine || !this.webgpuOk;
+    ui.model.disabled = this.generating || !this.site;
+    ui.prompt.disabled = !ready;
+    ui.send.disabled = !ready || this.generating;
+    ui.stop.disabled = !this.generating;
+    ui.newChat.disabled = !ready || this.generating;
+  }
+
+  private fillPicker(site: Site): void {
+    const { ui } = this;
+    // Keep the visitor's choice; else the site's default, or a build of it this GPU can run.
+    const selected = this.modelPicked ? ui.model.value : preferredModel(site, this.adapter)?.id;
+    ui.model.replaceChildren();
+    for (const entry of site.models) {
+      const option = document.createElement("option");
+      option.value = entry.id;
+      const unsupported = missingFeatures(entry, this.adapter).length > 0 ? " (needs shader-f16, not on this GPU)" : "";
+      option.textContent = `${entry.title}, ${formatBytes(entry.download_bytes)}${unsupported}`;
+      option.selected = entry.id === selected;
+      ui.model.append(option);
+    }
+  }
+
+  // --- loading ------------------------------------------------------------------------------
+
+  private async loadModel(
+    id: string,
+    { onProgress }: { onProgress?: (p: Progress) => void } = {},
+  ): Promise<LoadReport> {
+    const entry = this.site?.models.find((m) => m.id === id);
+    if (!entry) throw new Error(`This site has no model "${id}".`);
+    const missing = missingFeatures(entry, this.adapter);
+    if (missing.length > 0) {
+      throw new EngineError(
+        "missing-feature",
+        `${entry.title} needs the WebGPU feature(s) ${missing.join(", ")}, which this GPU does not offer.`,
+      );
+    }
+    const engine = this.engine;
+    if (!engine) {
+      throw this.webgpuOk
+        ? new EngineError("worker-failed", "The engine did not start. Reload the page.")
+        : new EngineError("no-webgpu", this.adapter?.reason ?? "This browser has no WebGPU.");
+    }
+    this.loadedModel = null;
+    this.ui.model.value = entry.id;
+    let last: Progress | null = null;
+    const started = performance.now();
+    const progress = (p: Progress) => {
+      last = p;
+      this.showProgress(p);
+      onProgress?.(p);
+    };
+    progress({ phase: "starting", loadedBytes: 0, totalBytes: entry.download_bytes, percent: 0 });
+    await engine.reload(new URL(entry.base_url, this.options.siteUrl).href, { onProgress: progress });
+    this.loadedModel = entry;
+    this.messages = [];
+    this.lastUsage = null;
+    this.conversation.clear();
+    this.ui.stats.textContent = "";
+    this.ui.progressText.textContent = `${entry.title} is ready.`;
+    return { id, ms: performance.now() - started, progress: last };
+  }
+
+  private showProgress(p: Progress): void {
+    const percent = Math.max(0, Math.min(100, Number(p.percent) || 0));
+    this.ui.progressBar.value = percent;
+    const bytes = p.totalBytes ? `${formatBytes(p.loadedBytes)} of ${formatBytes(p.totalBytes)}, ` : "";
+    this.ui.progressText.textContent = `${p.phase || "loading"}: ${bytes}${percent.toFixed(0)}%`;
+  }
+
+  private async loadSelected(): Promise<void> {
+    const { ui, site } = this;
+    const entry = site?.models.find((m) => m.id === ui.model.value);
+    if (!site || !entry) return;
+    this.errors.clear();
+    ui.load.disabled = true;
+    ui.progress.hidden = false;
+    this.conversation.announce(`Loading ${entry.title}.`);
+    try {
+      await this.loadModel(entry.id);
+      this.conversation.announce(`${entry.title} is ready.`);
+      this.setBusy(); // enables the message box, which can only then take the focus
+      ui.prompt.focus();
+    } catch (error) {
+      ui.progress.hidden = true;
+      const variant = errorCode(error) === "missing-feature" ? runnableVariant(site, entry, this.adapter) : undefined;
+      this.errors.show(
+        error,
+        variant && {
+          label: `Load ${variant.title} instead`,
+          run: () => {
+            ui.model.value = variant.id;
+            void this.loadSelected();
+          },
+        },
+      );
+    }
+    this.setBusy();
+  }
+
+  // --- chatting -----------------------------------------------------------------------------
+
+  private async send(): Promise<void> {
+    const { ui, engine } = this;
+    const text = ui.prompt.value.trim();
+    if (!text || this.generating || !this.loadedModel || !engine) return;
+    const sampling = this.sampling.settings();
+    if (!sampling) return;
+    this.errors.clear();
+    ui.prompt.value = "";
+    this.messages.push({ role: "user", content: text });
+    this.conversation.add("user", text);
+    const reply = this.conversation.add("assistant", "");
+    reply.element.setAttribute("aria-busy", "true");
+    this.conversation.clearAnnouncements();
+    this.generating = true;
+    this.setBusy();
+    let content = "";
+    let spoken = 0;
+    let tokens = 0;
+    let first = 0;
+    let pending = false;
+    try {
+      const stream = await engine.chat.completions.create({ messages: this.messages, stream: true, ...sampling });
+      for await (const chunk of stream) {
+        const delta = chunk.choices[0]?.delta.content;
+        if (delta) {
+          content += delta;
+          tokens += 1;
+          first = first || performance.now();
+          spoken = this.conversation.announceReply(content, spoken, false);
+          // Re-render at most once per frame: markdown of a long reply is not free.
+          if (!pending) {
+            pending = true;
+            requestAnimationFrame(() => {
+              pending = false;
+              this.conversation.setText(reply, content);
+            });
+          }
+        }
+        if (chunk.usage) {
+          this.lastUsage = chunk.usage;
+          this.showStats(chunk.usage, tokens, first);
+        }
+      }
+    } catch (error) {
+      this.errors.show(error);
+    }
+    this.conversation.setText(reply, content);
+    reply.element.removeAttribute("aria-busy");
+    this.conversation.announceReply(content, spoken, true);
+    // An interrupted reply is still part of the conversation the model has seen.
+    this.messages.push({ role: "assistant", content });
+    this.generating = false;
+    // Stop (now disabled) may have had the focus: give it back to the message box.
+    const focusLost = document.activeElement === ui.stop || document.activeElement === document.body;
+    this.setBusy();
+    if (focusLost) ui.prompt.focus();
+  }
+
+  private showStats(usage: CompletionUsage, tokens: number, first: number): void {
+    const seconds = first ? (performance.now() - first) / 1000 : 0;
+    const decode = usage.decode_tokens_per_s || (seconds > 0 ? tokens / seconds : 0);
+    const prefill = usage.prefill_tokens_per_s ? `, prompt ${usage.prefill_tokens_per_s.toFixed(1)} tokens/s` : "";
+    const count = usage.completion_tokens ?? tokens;
+    this.ui.stats.textContent = `${count} token${count === 1 ? "" : "s"}, ${decode.toFixed(1)} tokens/s${prefill}`;
+  }
+
+  private async newChat(): Promise<void> {
+    // The page clears at once; the engine forgets the old turns in its worker meanwhile.
+    this.errors.clear();
+    this.messages = [];
+    this.conversation.clear();
+    this.conversation.clearAnnouncements();
+    this.ui.stats.textContent = "";
+    try {
+      await this.engine?.resetChat();
+    } catch (error) {
+      this.errors.show(error);
+    }
+    this.setBusy();
+  }
+}

@@ -1,0 +1,83 @@
+// The conversation as the visitor sees and hears it: one element per message, its text kept raw
+// in `data-raw` (what Copy copies), and a polite live region for screen readers.
+
+import { renderMarkdown } from "./markdown";
+
+export type Role = "user" | "assistant";
+
+export interface MessageView {
+  element: HTMLElement;
+  body: HTMLElement;
+  role: Role;
+}
+
+export class Conversation {
+  constructor(
+    private readonly log: HTMLElement,
+    private readonly announcer: HTMLElement,
+  ) {}
+
+  add(role: Role, text: string): MessageView {
+    const element = document.createElement("div");
+    element.className = `message ${role}`;
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "copy";
+    copy.textContent = "Copy";
+    copy.setAttribute("aria-label", role === "user" ? "Copy message" : "Copy reply");
+    copy.addEventListener("click", () => this.copy(element.dataset.raw || "", copy));
+    const body = document.createElement("div");
+    element.append(copy, body);
+    this.log.append(element);
+    const message = { element, body, role };
+    this.setText(message, text);
+    return message;
+  }
+
+  setText(message: MessageView, text: string): void {
+    message.element.dataset.raw = text;
+    if (message.role === "assistant") {
+      message.body.innerHTML = renderMarkdown(text);
+    } else {
+      message.body.textContent = text;
+    }
+    this.log.scrollTop = this.log.scrollHeight;
+  }
+
+  clear(): void {
+    this.log.replaceChildren();
+  }
+
+  private async copy(text: string, button: HTMLButtonElement): Promise<void> {
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Copy failed";
+    }
+    this.announce(button.textContent === "Copied" ? "Copied to the clipboard." : "Copying failed.");
+    setTimeout(() => (button.textContent = "Copy"), 1500);
+  }
+
+  // Each addition to the announcer is read once, in order, so a streamed reply is handed over a
+  // finished sentence at a time rather than at every redraw.
+  announce(text: string): void {
+    const line = document.createElement("p");
+    line.textContent = text;
+    this.announcer.append(line);
+  }
+
+  clearAnnouncements(): void {
+    this.announcer.replaceChildren();
+  }
+
+  // Announces what `content` adds beyond `spoken` characters, up to its last finished sentence
+  // (or all of it when `final`); returns the new count of spoken characters.
+  announceReply(content: string, spoken: number, final: boolean): number {
+    const rest = content.slice(spoken);
+    const end = final ? rest.length : Math.max(...[". ", "! ", "? ", "\n"].map((mark) => rest.lastIndexOf(mark) + 1));
+    if (end <= 0 || !rest.slice(0, end).trim()) return final ? content.length : spoken;
+    this.announce(rest.slice(0, end).trim());
+    return spoken + end;
+  }
+}
