@@ -365,11 +365,19 @@ def llama_cpp_permute(w: Any, n_head: int) -> Any:
 
 
 def write_gguf(
-    hf_dir: Path, path: Path, *, qtype: str = "F32", pre: str = "gpt-2", fuse_qkv: bool = False
+    hf_dir: Path,
+    path: Path,
+    *,
+    qtype: str = "F32",
+    pre: str = "gpt-2",
+    fuse_qkv: bool = False,
+    embedding_qtype: str | None = None,
 ) -> Path:
     """The GGUF of a factory checkpoint: llama.cpp's tensor names (from gguf's own name map), its
     metadata keys and its q/k permutation for Llama; 2-D weights stored as `qtype` (F32, F16, BF16,
     Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), norms and biases as F32, as llama.cpp keeps them.
+    `embedding_qtype` stores the token embedding otherwise (SmolLM2's file: Q4_1 with a Q8_0
+    embedding).
 
     `fuse_qkv` writes phi-1.5/phi-2 attention as one attn_qkv tensor, as older conversions did.
     The tokenizer is the factory's byte-level BPE, padded to vocab_size with [PAD{i}] tokens.
@@ -423,9 +431,10 @@ def write_gguf(
         if config["model_type"] == "llama" and stem.endswith(("q_proj", "k_proj")):
             tensor = llama_cpp_permute(tensor, n_head if stem.endswith("q_proj") else n_kv)
         tensor = np.ascontiguousarray(tensor, dtype=np.float32)
-        if tensor.ndim == 2 and qtype != "F32":
-            q = gguf.GGMLQuantizationType[qtype]
-            data = tensor.astype(np.float16) if qtype == "F16" else gguf.quants.quantize(tensor, q)
+        kind = embedding_qtype if embedding_qtype and stem.endswith("embed_tokens") else qtype
+        if tensor.ndim == 2 and kind != "F32":
+            q = gguf.GGMLQuantizationType[kind]
+            data = tensor.astype(np.float16) if kind == "F16" else gguf.quants.quantize(tensor, q)
             writer.add_tensor(gguf_name, data, raw_dtype=q)
         else:
             writer.add_tensor(gguf_name, tensor)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from checkpoints import make_llama, make_phi, make_qwen2
+from checkpoints import make_llama, make_phi, make_qwen2, write_gguf
 from reference import hf_greedy, hf_last_logits, requantize_
 
 from webllm_build.build import plan_and_build
@@ -34,9 +34,16 @@ def tiny_site(tmp_path_factory, wasm_runtime):
         "phi": make_phi(root / "ckpt-phi", seed=4, initializer_range=0.2),
         "qwen2": make_qwen2(root / "ckpt-qwen2", seed=2, initializer_range=0.2),
     }
-    # The Llama twice: also in the asymmetric scheme (a scale and a minimum per group).
+    # The Llama twice: also in the asymmetric scheme (a scale and a minimum per group). And as
+    # the default model's file is: a GGUF of Q4_1 weights and a Q8_0 tied embedding, taken over
+    # exactly (4-bit and 8-bit groups).
+    tied = make_llama(root / "ckpt-llama-tied", seed=3, initializer_range=0.2, tie_word_embeddings=True)
+    checkpoints["llama-gguf"] = write_gguf(
+        tied, root / "gguf" / "llama.gguf", qtype="Q4_1", embedding_qtype="Q8_0"
+    )
     builds = {name: (path, "q4f32_1") for name, path in checkpoints.items()}
     builds["llama-asym"] = (checkpoints["llama"], "q4f32_asym")
+    builds["llama-gguf"] = (checkpoints["llama-gguf"], "q4f32_asym")
     models = {
         name: plan_and_build(
             # A chunk smaller than the prompt: the browser's chunked prefill is exercised too.
@@ -96,6 +103,27 @@ def test_asymmetric_llama_matches_transformers_on_dequantized_weights(tiny_site,
     logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
     error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
     print(f"\nllama q4f32_asym on WebGPU ({schedule}): prefill max |logit error| {error:.2e}")
+    assert error < 1.5e-3
+    model.reset()
+    assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_gguf_blocks_taken_over_exactly_match_transformers_on_the_file(tiny_site, browser, schedule):
+    """Q4_1 linears and a Q8_0 tied embedding / lm_head imported with no rounding: transformers
+    on the GGUF file itself is the reference, in both classes (cpu-emulated: the hand-written
+    kernel reads the 8-bit lm_head too)."""
+    from transformers import AutoModelForCausalLM
+
+    url, checkpoints = tiny_site
+    path = checkpoints["llama-gguf"]
+    reference = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).eval()
+    model = _loaded(browser, url, "llama-gguf", schedule)
+    logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
+    error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
+    print(
+        f"\nllama GGUF (Q4_1, Q8_0) as q4f32_asym ({schedule}): prefill max |logit error| {error:.2e}"
+    )
     assert error < 1.5e-3
     model.reset()
     assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])

@@ -288,6 +288,55 @@ def test_gguf_dequantization_matches_llama_cpp(tmp_path):
         assert np.abs(got).max() > 0.5, name  # not trivially zero
 
 
+def test_gguf_4bit_and_8bit_blocks_import_exactly(tmp_path):
+    """Q4_0, Q4_1 and Q8_0 (written with PyPI gguf's quantizer) and Q4_K (llama.cpp's reference
+    quantizer) read as exact groups, packed into the asymmetric scheme, dequantize to exactly
+    gguf's own dequantization: no rounding anywhere. (Only the sign of a zero may differ:
+    Q4_0's d * (8 - 8) is -0.0 for a negative d, our 8d - 8d is +0.0; equal as numbers.)"""
+    from gguf.quants import dequantize, quantize
+
+    from webllm_build.convert import exact_import
+    from webllm_build.loaders.gguf_file import _exact_groups
+    from webllm_build.quantize import dequantize_weight, get_quantization
+
+    rows, cols = 6, 512
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+    writer = gguf.GGUFWriter(tmp_path / "exact.gguf", "llama")
+    for name in ("Q4_0", "Q4_1", "Q8_0"):
+        qtype = gguf.GGMLQuantizationType[name]
+        writer.add_tensor(name, quantize(values, qtype), raw_dtype=qtype)
+    lib = _ggml()
+    q4k = gguf.GGMLQuantizationType.Q4_K
+    packed = np.zeros(rows * lib.ggml_row_size(q4k.value, cols), dtype=np.uint8)
+    f32p, u8p = ctypes.POINTER(ctypes.c_float), ctypes.c_void_p
+    lib.quantize_row_q4_K_ref(
+        values.ctypes.data_as(f32p), packed.ctypes.data_as(u8p), ctypes.c_int64(values.size)
+    )
+    writer.add_tensor("Q4_K", packed.reshape(rows, -1), raw_dtype=q4k)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    f32, f16 = get_quantization("q4f32_asym"), get_quantization("q4f16_asym")
+    for tensor in gguf.GGUFReader(tmp_path / "exact.gguf").tensors:
+        theirs = dequantize(tensor.data, tensor.tensor_type).reshape(rows, cols)
+        groups = _exact_groups(tensor)
+        assert groups.kind == tensor.name and groups.q.shape == (rows, cols)
+        assert groups.bits == (8 if tensor.name == "Q8_0" else 4)
+        assert np.array_equal(groups.dequantize(), theirs), tensor.name
+        ours = exact_import(groups, f32, groups.bits)
+        assert ours is not None and ours.packed.shape == (rows, cols * groups.bits // 32)
+        assert np.array_equal(dequantize_weight(ours, 32, groups.bits), theirs), tensor.name
+        assert np.abs(theirs - values).max() > 1e-4  # the file's values, not the floats written
+        # f16 scales hold Q4_0 / Q4_1 / Q8_0 exactly; Q4_K's d * sc products need f32.
+        in_f16 = exact_import(groups, f16, groups.bits)
+        assert (in_f16 is None) == (tensor.name == "Q4_K"), tensor.name
+        if in_f16 is not None:
+            assert np.array_equal(dequantize_weight(in_f16, 32, groups.bits), theirs), tensor.name
+
+
 # --- SmolLM2 (the real GGUF the default preset ships) --------------------------------------------
 
 

@@ -22,19 +22,21 @@ from webllm_build.quantize import GroupQuantLinear, get_quantization
 
 
 class _Block(nn.Module):
-    """RMSNorm, a 4-bit linear layer and a residual add: the shapes of a decoder's hot path."""
+    """RMSNorm, a 4-bit linear layer and a residual add: the shapes of a decoder's hot path.
+    `wide` keeps the first projection at 8 bits (asymmetric), as a GGUF's Q8_0 weight is."""
 
-    def __init__(self) -> None:
+    def __init__(self, wide: bool = False) -> None:
+        q = get_quantization("q4f32_asym" if wide else "q4f32_1")
         self.norm = nn.RMSNorm(64, -1, 1e-5, bias=False)
-        self.proj = GroupQuantLinear(64, 96, False, get_quantization("q4f32_1"))
-        self.out = GroupQuantLinear(96, 64, False, get_quantization("q4f32_1"))
+        self.proj = GroupQuantLinear(64, 96, False, q, 8 if wide else 4)
+        self.out = GroupQuantLinear(96, 64, False, q)
 
     def forward(self, x: nn.Tensor) -> nn.Tensor:
         return x + self.out(self.proj(self.norm(x)))
 
 
-def _wgsl(schedule_class: str, seq_len: int | str) -> str:
-    mod, _ = _Block().export_tvm(
+def _wgsl(schedule_class: str, seq_len: int | str, wide: bool = False) -> str:
+    mod, _ = _Block(wide).export_tvm(
         spec={"forward": {"x": nn.spec.Tensor([1, seq_len, 64], "float32"), "$": {"param_mode": "packed"}}}
     )
     for gvar, func in mod.functions_items():
@@ -64,6 +66,16 @@ def test_cpu_emulated_4bit_matmuls_are_the_hand_written_kernel(seq_len):
         # Nibbles are masked in place (q * 16^b), never shifted down and masked.
         assert "(15u<<4u)" in kernel and ">> 28u" in kernel.replace(">>28u", ">> 28u")
         assert not re.search(r">>\s*4u\)\s*&\s*15u", kernel)
+
+
+@pytest.mark.parametrize("seq_len", [1, "seq_len"])
+def test_cpu_emulated_8bit_matmul_is_the_hand_written_kernel(seq_len):
+    """A module kept at 8 bits: bytes masked in place (q * 256^b), the top one shifted down."""
+    matmuls = _matmul_kernels(_wgsl("cpu-emulated", seq_len, wide=True))
+    assert len(matmuls) == 2 and all("var<workgroup>" not in k for k in matmuls)
+    wide, narrow = matmuls
+    assert "(255u<<8u)" in wide and ">> 24u" in wide.replace(">>24u", ">> 24u")
+    assert "(15u<<4u)" in narrow and ">> 28u" in narrow.replace(">>28u", ">> 28u")
 
 
 def test_cpu_emulated_relays_4bit_weights_read_only_by_the_hand_written_kernel():

@@ -26,7 +26,7 @@ import json
 import math
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,9 @@ class InspectReport:
     required_features: list[str]
     files: dict[str, FileEntry]
     problems: list[str] | None  # None: not verified
+    # Per quantized weight (checkpoint name): "exact Q4_1" (the file's own groups, no rounding) or
+    # "quantized" (rounded from floats); empty for random weights and older builds.
+    weight_import: dict[str, str] = field(default_factory=dict)
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -571,11 +574,24 @@ def inspect_model(directory: Path, verify: bool = False) -> InspectReport:
         required_features=list(config.get("required_features", [])),
         files=index.files,
         problems=verify_directory(directory) if verify else None,
+        weight_import=dict(index.extra.get("weight_import") or {}),
     )
 
 
-def format_report(report: InspectReport) -> str:
-    """`report` as the aligned lines `webllm_build inspect` prints."""
+def _import_lines(weight_import: dict[str, str], tensors: bool) -> list[tuple[str, str]]:
+    if not weight_import:
+        return []
+    counts: dict[str, int] = {}
+    for how in weight_import.values():
+        counts[how] = counts.get(how, 0) + 1
+    summary = ", ".join(f"{n} {how}" for how, n in sorted(counts.items()))
+    lines = [("Quantized weights", summary + ("" if tensors else " (--tensors lists them)"))]
+    return lines + [(f"  {name}", how) for name, how in weight_import.items()] * tensors
+
+
+def format_report(report: InspectReport, tensors: bool = False) -> str:
+    """`report` as the aligned lines `webllm_build inspect` prints; `tensors` lists how each
+    quantized weight was imported, one line each."""
     model = report.model or "(unnamed)"
     if report.quantization:
         model += f" ({report.quantization})"
@@ -592,6 +608,7 @@ def format_report(report: InspectReport) -> str:
             f"total {_size(shards.total_bytes)}",
         ),
         ("WebGPU features", ", ".join(report.required_features) or "none beyond core WebGPU"),
+        *_import_lines(report.weight_import, tensors),
         ("Files", ""),
         *(
             (f"  {role}", f"{entry.path} ({_size(entry.nbytes)})")

@@ -42,16 +42,17 @@ from webllm_build.compiler.pipeline import compile_module
 from webllm_build.compiler.runtime import build_runtime
 from webllm_build.compiler.schedules import SCHEDULE_CLASSES
 from webllm_build.compiler.target import cpu_target, webgpu_target
-from webllm_build.convert import checkpoint_fetcher, model_parameters
+from webllm_build.convert import checkpoint_fetcher, checkpoint_groups, model_parameters
 from webllm_build.errors import CompileError, WebLLMBuildError
 from webllm_build.models import ModelConfig, architecture_of
 from webllm_build.paths import cache_dir
 from webllm_build.plan import CONFIG_FORMAT, BuildOptions, ModelPlan, plan_model
-from webllm_build.q4_format import VALUES_PER_WORD
+from webllm_build.q4_format import BITS, WIDE_BITS, values_per_word
 from webllm_build.quantize import Quantization, quantize_modules
 from webllm_build.random_weights import write_random_weights
 
 PAGE_SIZE = 16
+
 
 @dataclass(frozen=True)
 class BuiltModel:
@@ -68,12 +69,14 @@ def library_name(target: str) -> str:
     return "model.wasm" if target == "webgpu" else "model.so"
 
 
-def build_module(config: ModelConfig, q: Quantization, target: tvm.target.Target):
+def build_module(
+    config: ModelConfig, q: Quantization, target: tvm.target.Target, wide: frozenset[str] = frozenset()
+):
     """The exported IRModule and its parameter list (name, shape, dtype), in call order."""
     arch = architecture_of({"architectures": [config.architecture]}, config.architecture)
     model = arch.model_class(config, target)
     model.to(q.model_dtype)  # before quantizing: it would retype the packed uint32 weights too
-    quantize_modules(model, q)
+    quantize_modules(model, q, wide)
     mod, named = model.export_tvm(spec=model.export_spec())
     bounds = {"seq_len": config.prefill_chunk, "total_seq_len": config.context_window}
     for gvar, func in mod.functions_items():
@@ -92,7 +95,7 @@ def compiled_library(
     config, q, target_name = plan.config, plan.quantization, plan.options.target
     target = webgpu_target() if target_name == "webgpu" else cpu_target()
     try:
-        mod, params = build_module(config, q, target)
+        mod, params = build_module(config, q, target, plan.wide_modules)
     except WebLLMBuildError:
         raise
     except Exception as exc:  # TVM raises its own error types while tracing the model
@@ -164,20 +167,27 @@ def build_model(plan: ModelPlan, out: Path, log: Callable[[str], None] = lambda 
     libraries = {c: compiled_library(plan, c, log) for c in classes}
     library, params = libraries[classes[0]]
 
+    # How each quantized weight was made: taken over exactly from the file's groups, or rounded.
+    weight_import: dict[str, str] = {}
     with atomic_directory(out) as tmp:
         if options.random_weights:
             log(f"Writing the recipe of {len(params)} random weight tensors ({q.name})...")
-            write_random_weights(params, tmp, param_count=parameter_count(params), bf16=options.bf16)
+            count = parameter_count(params, plan.wide_modules)
+            write_random_weights(params, tmp, param_count=count, bf16=options.bf16)
         else:
             log(f"Converting {len(params)} weight tensors ({q.name})...")
             source = str(checkpoint.source.path)
             arch = architecture_of(checkpoint.config, source)
+            fetch, fetch_groups = (
+                checkpoint_fetcher(checkpoint.tensors, arch),
+                checkpoint_groups(checkpoint.tensors, arch),
+            )
             write_weights(
-                model_parameters(params, checkpoint_fetcher(checkpoint.tensors, arch), q, source),
+                model_parameters(params, fetch, q, source, fetch_groups, weight_import, plan.wide_modules),
                 tmp,
                 shard_mb=options.shard_mb,
                 bf16=options.bf16,
-                param_count=parameter_count(params),
+                param_count=parameter_count(params, plan.wide_modules),
             )
         files = {
             "library": content_hashed_copy(library, tmp, "model"),
@@ -193,6 +203,7 @@ def build_model(plan: ModelPlan, out: Path, log: Callable[[str], None] = lambda 
             "required_features": q.required_features,
             "random_weights": options.random_weights,
             "plan_key": plan.key,
+            "weight_import": weight_import,
         }
         if options.target == "webgpu":
             index_extra["schedules"] = list(classes)
@@ -212,11 +223,16 @@ def plan_and_build(
     return build_model(plan_model(options), out, log)
 
 
-def parameter_count(params: list[tuple[str, tuple[int, ...], str]]) -> int:
-    """The model's parameter count: packed 4-bit words hold eight, scales and minimums are overhead."""
+def parameter_count(
+    params: list[tuple[str, tuple[int, ...], str]], wide: frozenset[str] = frozenset()
+) -> int:
+    """The model's parameter count: a packed word holds eight 4-bit values (four in a module kept
+    at 8 bits); scales and minimums are overhead."""
     count = 0
     for name, shape, _ in params:
         if name.endswith((".q_scale", ".q_min")):
             continue
-        count += math.prod(shape) * (VALUES_PER_WORD if name.endswith(".q_weight") else 1)
+        base = name.removesuffix(".q_weight")
+        per_word = values_per_word(WIDE_BITS if base in wide else BITS) if base != name else 1
+        count += math.prod(shape) * per_word
     return count

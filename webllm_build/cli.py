@@ -95,7 +95,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from webllm_build.artifacts import format_report, inspect_model
 
     report = inspect_model(args.directory, verify=args.verify)
-    print(format_report(report))
+    print(format_report(report, tensors=args.tensors))
     return 1 if report.problems else 0
 
 
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("directory", type=Path)
     inspect.add_argument("--verify", action="store_true", help="check every file's size and sha256")
+    inspect.add_argument(
+        "--tensors", action="store_true", help="how each quantized weight was imported (exact or quantized)"
+    )
     inspect.set_defaults(run=_inspect)
 
     serve = commands.add_parser("serve", help="serve a built site as a static CDN would")

@@ -64,6 +64,8 @@ class ModelPlan:
     # The libraries to build, by schedule class (WebGPU) or "cpu", each with its cache key.
     library_keys: dict[str, str]
     key: str
+    # Modules kept at 8 bits: their checkpoint weights are exact 8-bit groups (GGUF Q8_0).
+    wide_modules: frozenset[str] = frozenset()
 
     @property
     def schedules(self) -> tuple[str, ...]:
@@ -86,7 +88,8 @@ def plan_model(options: BuildOptions) -> ModelPlan:
     preset = PRESETS.get(checkpoint.source.preset or "")
     q = get_quantization(options.quantization or (preset.quantization if preset else DEFAULT_QUANTIZATION))
     config = model_config(checkpoint, options, q)
-    library_keys = {c: library_key(config, q, options.target, c) for c in classes}
+    wide = wide_modules(checkpoint, q)
+    library_keys = {c: library_key(config, q, options.target, c, wide) for c in classes}
     key = _digest(
         [
             CONFIG_FORMAT,
@@ -98,7 +101,26 @@ def plan_model(options: BuildOptions) -> ModelPlan:
             _checkpoint_identity(checkpoint),
         ]
     )
-    return ModelPlan(options, checkpoint, q, config, library_keys, key)
+    return ModelPlan(options, checkpoint, q, config, library_keys, key, wide)
+
+
+def wide_modules(checkpoint: Checkpoint, q: Quantization) -> frozenset[str]:
+    """The modules an asymmetric scheme keeps at 8 bits so that the checkpoint's exact 8-bit
+    groups (GGUF Q8_0: the default model's tied embedding) are taken over with no rounding.
+    A fused module (qkv) is wide only when all its parts are."""
+    if not q.asymmetric:
+        return frozenset()
+    arch = architecture_of(checkpoint.config, str(checkpoint.source.path))
+    tensors = checkpoint.tensors
+    bits = {n.removesuffix(".weight"): tensors.exact_bits(n) for n in tensors.names if n.endswith(".weight")}
+    wide = {module for module, b in bits.items() if b == 8}
+    for ours, parts in arch.fused_params.items():
+        for module in [m for m in wide if m.endswith(tuple(f".{p}" for p in parts))]:
+            prefix = module.rsplit(".", parts[0].count(".") + 1)[0]
+            wide.discard(module)
+            if all(bits.get(f"{prefix}.{p}") == 8 for p in parts):
+                wide.add(f"{prefix}.{ours}")
+    return frozenset(wide)
 
 
 def model_config(checkpoint: Checkpoint, options: BuildOptions, q: Quantization) -> ModelConfig:
@@ -118,16 +140,17 @@ def model_config(checkpoint: Checkpoint, options: BuildOptions, q: Quantization)
     return dataclasses.replace(config, dtype=q.model_dtype)
 
 
-def library_key(config: ModelConfig, q: Quantization, target: str, schedule_class: str) -> str:
+def library_key(
+    config: ModelConfig, q: Quantization, target: str, schedule_class: str, wide: frozenset[str] = frozenset()
+) -> str:
     """The compiled library's cache key: everything that shapes it, the compiler's sources included."""
     sources = hashlib.sha256()
     for entry in LIBRARY_SOURCES:
         root = PACKAGE_DIR / entry
         for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
             sources.update(path.read_bytes())
-    return _digest(
-        [dataclasses.asdict(config), q.name, target, tvm.__version__, schedule_class, sources.hexdigest()]
-    )
+    parts = [dataclasses.asdict(config), q.name, target, tvm.__version__, schedule_class, sources.hexdigest()]
+    return _digest(parts + ([sorted(wide)] if wide else []))
 
 
 def _checkpoint_identity(checkpoint: Checkpoint) -> list:

@@ -21,7 +21,13 @@ from tvm.relax.frontend.nn import Tensor, op
 
 from webllm_build.errors import OptionsError
 from webllm_build.models.base import Embedding
-from webllm_build.q4_format import BITS, DEQUANTIZE_STAGE, MAX_INT, NIBBLE_MASK, VALUES_PER_WORD
+from webllm_build.q4_format import (
+    BITS,
+    DEQUANTIZE_STAGE,
+    MAX_INT,
+    WIDE_BITS,
+    values_per_word,
+)
 
 
 @dataclass(frozen=True)
@@ -73,14 +79,16 @@ class GroupQuantized(NamedTuple):
 
 
 def quantize_weight(
-    weight: np.ndarray, group_size: int, scale_dtype: str, asymmetric: bool = False
+    weight: np.ndarray, group_size: int, scale_dtype: str, asymmetric: bool = False, bits: int = BITS
 ) -> GroupQuantized:
-    """(rows, cols) float -> the packed 4-bit words, and a scale (and minimum) per group."""
+    """(rows, cols) float -> the packed words, and a scale (and minimum) per group; `bits` other
+    than 4 (WIDE_BITS) only for asymmetric schemes."""
     rows, cols = weight.shape
     groups = weight.astype(np.float32).reshape(rows, cols // group_size, group_size)
+    top = (1 << bits) - 1
     if asymmetric:
         low, high = groups.min(axis=-1), groups.max(axis=-1)
-        scale = ((high - low) / (2 * MAX_INT + 1)).astype(scale_dtype)
+        scale = ((high - low) / top).astype(scale_dtype)
         minimum = low.astype(scale_dtype)
         offset = minimum.astype(np.float32)[..., None]
     else:
@@ -88,24 +96,26 @@ def quantize_weight(
         minimum, offset = None, 0
     # Round the scale to its stored dtype first, so packing and dequantizing agree exactly.
     safe = np.where(scale == 0, 1, scale).astype(np.float32)[..., None]
-    levels = (2 * MAX_INT + 1, 0) if asymmetric else (2 * MAX_INT, MAX_INT)
+    levels = (top, 0) if asymmetric else (2 * MAX_INT, MAX_INT)
     q = np.clip(np.rint((groups - offset) / safe) + levels[1], 0, levels[0]).astype(np.uint32)
-    return GroupQuantized(pack_nibbles(q.reshape(rows, cols)), scale, minimum)
+    return GroupQuantized(pack_nibbles(q.reshape(rows, cols), bits), scale, minimum)
 
 
-def pack_nibbles(q: np.ndarray) -> np.ndarray:
-    """(rows, cols) values in 0..15 -> uint32 (rows, cols / 8), lowest nibble first."""
+def pack_nibbles(q: np.ndarray, bits: int = BITS) -> np.ndarray:
+    """(rows, cols) values of `bits` bits -> uint32 (rows, cols * bits / 32), lowest first."""
     rows, cols = q.shape
-    nibbles = q.astype(np.uint32).reshape(rows, cols // VALUES_PER_WORD, VALUES_PER_WORD)
-    shifts = np.arange(VALUES_PER_WORD, dtype=np.uint32) * BITS
-    return np.bitwise_or.reduce(nibbles << shifts, axis=-1).astype(np.uint32)
+    per_word = values_per_word(bits)
+    values = q.astype(np.uint32).reshape(rows, cols // per_word, per_word)
+    shifts = np.arange(per_word, dtype=np.uint32) * bits
+    return np.bitwise_or.reduce(values << shifts, axis=-1).astype(np.uint32)
 
 
-def dequantize_weight(weight: GroupQuantized, group_size: int) -> np.ndarray:
+def dequantize_weight(weight: GroupQuantized, group_size: int, bits: int = BITS) -> np.ndarray:
     """The exact float32 weights the compiled kernels compute from a packed weight."""
     rows = weight.packed.shape[0]
-    shifts = np.arange(VALUES_PER_WORD, dtype=np.uint32) * BITS
-    q = ((weight.packed[..., None] >> shifts) & NIBBLE_MASK).reshape(rows, -1).astype(np.float32)
+    shifts = np.arange(values_per_word(bits), dtype=np.uint32) * bits
+    mask = np.uint32((1 << bits) - 1)
+    q = ((weight.packed[..., None] >> shifts) & mask).reshape(rows, -1).astype(np.float32)
     scale = np.repeat(weight.scale.astype(np.float32), group_size, axis=1)
     if weight.minimum is None:
         return (q - MAX_INT) * scale
@@ -113,18 +123,19 @@ def dequantize_weight(weight: GroupQuantized, group_size: int) -> np.ndarray:
 
 
 def _te_dequantize(
-    q_weight: te.Tensor, q_scale: te.Tensor, q_min: te.Tensor | None, group_size: int, dtype: str
+    q_weight: te.Tensor, q_scale: te.Tensor, q_min: te.Tensor | None, group_size: int, dtype: str, bits: int
 ):
     """A TE expression for element (row, col) of the dequantized weight.
 
     The asymmetric form is `q * scale + min`, in that order: compiler/q4_fused.py tells the
     scale from the minimum by the order the expression loads them.
     """
+    per_word = values_per_word(bits)
 
     def element(row, col):
-        word = q_weight[row, col // VALUES_PER_WORD]
-        shift = (col % VALUES_PER_WORD * BITS).astype("uint32")
-        nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const(NIBBLE_MASK, "uint32"))
+        word = q_weight[row, col // per_word]
+        shift = (col % per_word * bits).astype("uint32")
+        nibble = tirx.bitwise_and(tirx.shift_right(word, shift), tirx.const((1 << bits) - 1, "uint32"))
         # Through int32: a signed int-to-float conversion is one instruction on x86 SIMD (what
         # CPU-emulated adapters run on), an unsigned one several.
         value = nibble.astype("int32").astype(dtype)
@@ -139,8 +150,11 @@ def _te_dequantize(
 class _GroupQuantParams(nn.Module):
     """The packed weight, its scales and (asymmetric schemes) minimums, as parameters."""
 
-    def _quantized_params(self, rows: int, cols: int, q: Quantization) -> None:
-        self.q_weight = nn.Parameter((rows, cols // VALUES_PER_WORD), "uint32")
+    bits = BITS
+
+    def _quantized_params(self, rows: int, cols: int, q: Quantization, bits: int) -> None:
+        self.bits = bits
+        self.q_weight = nn.Parameter((rows, cols // values_per_word(bits)), "uint32")
         self.q_scale = nn.Parameter((rows, cols // q.group_size), q.model_dtype)
         self.q_min = nn.Parameter((rows, cols // q.group_size), q.model_dtype) if q.asymmetric else None
 
@@ -149,41 +163,41 @@ class _GroupQuantParams(nn.Module):
 
 
 class GroupQuantLinear(_GroupQuantParams):
-    def __init__(self, in_features: int, out_features: int, bias: bool, q: Quantization) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool, q: Quantization, bits: int = BITS):
         self.in_features, self.out_features, self.q = in_features, out_features, q
-        self._quantized_params(out_features, in_features, q)
+        self._quantized_params(out_features, in_features, q, bits)
         self.bias = nn.Parameter((out_features,), q.model_dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = dequantize_matmul(x, self._tensors(), self.q)
+        out = dequantize_matmul(x, self._tensors(), self.q, self.bits)
         return out + self.bias if self.bias is not None else out
 
 
 class GroupQuantEmbedding(_GroupQuantParams):
-    def __init__(self, num: int, dim: int, q: Quantization) -> None:
+    def __init__(self, num: int, dim: int, q: Quantization, bits: int = BITS) -> None:
         self.num, self.dim, self.q = num, dim, q
-        self._quantized_params(num, dim, q)
+        self._quantized_params(num, dim, q, bits)
 
     def forward(self, ids: Tensor) -> Tensor:
-        q, dim = self.q, self.dim
+        q, dim, bits = self.q, self.dim, self.bits
 
         def lookup(ids_t: te.Tensor, weight: te.Tensor, scale: te.Tensor, minimum: te.Tensor | None = None):
-            element = _te_dequantize(weight, scale, minimum, q.group_size, q.model_dtype)
+            element = _te_dequantize(weight, scale, minimum, q.group_size, q.model_dtype, bits)
             return te.compute((*ids_t.shape, dim), lambda *i: element(ids_t[i[:-1]], i[-1]), "embed")
 
         return op.tensor_expr_op(lookup, "dequantize_embed", [ids, *self._tensors()])
 
     def lm_head_forward(self, hidden: Tensor) -> Tensor:
-        return dequantize_matmul(hidden, self._tensors(), self.q)
+        return dequantize_matmul(hidden, self._tensors(), self.q, self.bits)
 
 
-def dequantize_matmul(x: Tensor, quantized: list[Tensor], q: Quantization) -> Tensor:
+def dequantize_matmul(x: Tensor, quantized: list[Tensor], q: Quantization, bits: int = BITS) -> Tensor:
     """x @ dequantize(w).T as one TE op, so the dequantization fuses into the matmul kernel;
     `quantized` is the weight's packed words, scales and (asymmetric) minimums."""
 
     def compute(x_t: te.Tensor, weight: te.Tensor, scale: te.Tensor, minimum: te.Tensor | None = None):
         in_features = x_t.shape[-1]
-        element = _te_dequantize(weight, scale, minimum, q.group_size, q.model_dtype)
+        element = _te_dequantize(weight, scale, minimum, q.group_size, q.model_dtype, bits)
         dequantized = te.compute((weight.shape[0], in_features), element, name=DEQUANTIZE_STAGE)
         k = te.reduce_axis((0, in_features), name="k")
         return te.compute(
@@ -195,17 +209,21 @@ def dequantize_matmul(x: Tensor, quantized: list[Tensor], q: Quantization) -> Te
     return op.tensor_expr_op(compute, "dequantize_matmul", [x, *quantized])
 
 
-def quantize_modules(model: nn.Module, q: Quantization) -> nn.Module:
-    """Swap linear layers and the embedding for quantized ones, in place; returns `model`."""
+def quantize_modules(model: nn.Module, q: Quantization, wide: frozenset[str] = frozenset()) -> nn.Module:
+    """Swap linear layers and the embedding for quantized ones, in place; returns `model`.
+
+    `wide` names the modules (by attribute path, "model.embed_tokens") kept at WIDE_BITS: those
+    whose checkpoint weight is stored exactly in 8-bit groups (plan.wide_modules)."""
     if not q.quantized:
         return model
 
     class Swap(nn.Mutator):
         def visit_module(self, name: str, node: nn.Module) -> nn.Module:
+            bits = WIDE_BITS if name in wide else BITS
             if isinstance(node, nn.Linear) and node.in_features % q.group_size == 0:
-                return GroupQuantLinear(node.in_features, node.out_features, node.bias is not None, q)
+                return GroupQuantLinear(node.in_features, node.out_features, node.bias is not None, q, bits)
             if isinstance(node, Embedding) and node.dim % q.group_size == 0:
-                return GroupQuantEmbedding(node.num, node.dim, q)
+                return GroupQuantEmbedding(node.num, node.dim, q, bits)
             return self.visit(name, node)
 
     return Swap().visit("", model)

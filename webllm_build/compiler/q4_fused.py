@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 from tvm.ir import expr as ir_expr
 
-from webllm_build.q4_format import DEQUANTIZE_STAGE, VALUES_PER_WORD
+from webllm_build.q4_format import BITS, DEQUANTIZE_STAGE, WIDE_BITS, values_per_word
 
 
 @dataclass
@@ -139,16 +139,25 @@ def apply_epilogue(match: Q4Matmul, value, indices: list):
 
 
 
-def whole_word_shapes(match: Q4Matmul) -> tuple[int, int, int, int] | None:
-    """(rows, words per row, reduction length, groups) of a matmul whose rows and groups are
-    whole packed words, the layout the hand-written kernels read; else None."""
+def whole_word_shapes(match: Q4Matmul, bits: int = BITS) -> tuple[int, int, int, int] | None:
+    """(rows, words per row, reduction length, groups) of a matmul of `bits`-wide values whose
+    rows and groups are whole packed words, the layout the hand-written kernels read; else None."""
     rows_total, words = (int(e) for e in match.weight.shape)
     reduce_len = int(match.x.shape[-1])
     groups = int(match.scale.shape[-1])
     group_len = reduce_len // groups
-    if words * VALUES_PER_WORD != reduce_len or reduce_len % groups or group_len % VALUES_PER_WORD:
+    per_word = values_per_word(bits)
+    if words * per_word != reduce_len or reduce_len % groups or group_len % per_word:
         return None
     return rows_total, words, reduce_len, groups
+
+
+def value_bits(match: Q4Matmul) -> int:
+    """How wide the packed values are: 4, or WIDE_BITS for a module kept at 8 bits (asymmetric
+    schemes only)."""
+    words, reduce_len = int(match.weight.shape[-1]), int(match.x.shape[-1])
+    wide = match.minimum is not None and words * values_per_word(WIDE_BITS) == reduce_len
+    return WIDE_BITS if wide else BITS
 
 
 def flat_token_count(lead: list):

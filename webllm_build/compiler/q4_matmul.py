@@ -33,9 +33,10 @@ from webllm_build.compiler.q4_fused import (
     flat_token_count,
     match_q4_matmul,
     unravel,
+    value_bits,
     whole_word_shapes,
 )
-from webllm_build.q4_format import BITS, MAX_INT, NIBBLE_MASK, VALUES_PER_WORD
+from webllm_build.q4_format import MAX_INT, values_per_word
 
 # Per thread: `rows` output rows of `tokens` tokens, THREADS threads a workgroup. Measured on
 # SwiftShader (ms per call, SmolLM2 shapes): decoding one token, 32 rows x 4 threads beat 8x8,
@@ -55,34 +56,37 @@ THREADS = 4
 WORD_MAJOR_ATTR = "webllm.word_major_weight"
 
 
-def _nibble_times_power(word, b):
-    """float(q * 16^b) for the nibble at bit 4b of `word`, in two instructions.
+def _value_times_power(word, b, bits: int):
+    """float(q * 2^(bits * b)) for the value at bit bits * b of `word`, in two instructions
+    (a nibble, or a byte in a module kept at 8 bits).
 
     `b` is an unrolled loop variable, so the selects fold away once it is a constant.
     """
-    top = tirx.shift_right(word, tirx.const(32 - BITS, "uint32"))  # the top nibble's mask sets the sign bit
-    mask = tirx.shift_left(tirx.const(NIBBLE_MASK, "uint32"), tirx.Cast("uint32", b * BITS))
-    bits = tirx.Select(b == VALUES_PER_WORD - 1, top, tirx.bitwise_and(word, mask))
-    return tirx.Cast("float32", tirx.Cast("int32", bits))
+    top = tirx.shift_right(word, tirx.const(32 - bits, "uint32"))  # the top value's mask sets the sign bit
+    mask = tirx.shift_left(tirx.const((1 << bits) - 1, "uint32"), tirx.Cast("uint32", b * bits))
+    masked = tirx.Select(b == values_per_word(bits) - 1, top, tirx.bitwise_and(word, mask))
+    return tirx.Cast("float32", tirx.Cast("int32", masked))
 
 
-def _prescale(b):
-    """16^-b, what the activation of nibble b is multiplied by (1 for the shifted top one)."""
+def _prescale(b, bits: int):
+    """2^-(bits * b), what the activation of value b is multiplied by (1 for the shifted top one)."""
     value = tirx.const(1.0, "float32")
-    for n in range(VALUES_PER_WORD - 1):
-        value = tirx.Select(b == n, tirx.const(16.0**-n, "float32"), value)
+    for n in range(values_per_word(bits) - 1):
+        value = tirx.Select(b == n, tirx.const(2.0 ** (-bits * n), "float32"), value)
     return value
 
 
 def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx.PrimFunc | None:
     """The kernel, reading the packed weight row-major ([N, K/8] words) or, when `word_major`,
     as compiler/weight_layout.py lays it out at load time: word w of row n at w * N + n."""
-    shapes = whole_word_shapes(match)
+    bits = value_bits(match)
+    per_word = values_per_word(bits)
+    shapes = whole_word_shapes(match, bits)
     if shapes is None:
         return None
     rows_total, words, reduce_len, groups = shapes
     x, weight, scale, out = match.x, match.weight, match.scale, match.out
-    words_per_group = reduce_len // groups // VALUES_PER_WORD
+    words_per_group = reduce_len // groups // per_word
     lead = list(out.shape[:-1])
     tokens_total = math.prod(lead) if all(isinstance(e, tirx.IntImm) for e in lead) else None
     if tokens_total == 1:
@@ -113,7 +117,7 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
         return w * rows_total + row if word_major else row * words + w
 
     def k_at(g, j, b):
-        return (g * words_per_group + j) * VALUES_PER_WORD + b
+        return (g * words_per_group + j) * per_word + b
 
     def result(token, row, acc):
         return apply_epilogue(match, tirx.Cast(matmul_dtype, acc), [*unravel(token, lead), row])
@@ -145,7 +149,7 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
                         acc = T.sblock_alloc_buffer((tokens, rows), "float32", scope="local")
                         part = T.sblock_alloc_buffer((tokens, rows), "float32", scope="local")
                         x_sum = T.sblock_alloc_buffer((tokens,), "float32", scope="local")
-                        x_word = T.sblock_alloc_buffer((tokens, VALUES_PER_WORD), "float32", scope="local")
+                        x_word = T.sblock_alloc_buffer((tokens, per_word), "float32", scope="local")
                         word = T.sblock_alloc_buffer((1,), "uint32", scope="local")
                         q = T.sblock_alloc_buffer((1,), "float32", scope="local")
                         s = T.sblock_alloc_buffer((1,), "float32", scope="local")
@@ -161,14 +165,14 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
                                     part[u, i] = T.float32(0)
                             for j in T.serial(words_per_group):
                                 for u in T.unroll(tokens):
-                                    for b in T.unroll(VALUES_PER_WORD):
+                                    for b in T.unroll(per_word):
                                         x_word[u, b] = T.Cast("float32", x_flat[x_start[u] + k_at(g, j, b)])
                                         x_sum[u] = x_sum[u] + x_word[u, b]
-                                        x_word[u, b] = x_word[u, b] * _prescale(b)
+                                        x_word[u, b] = x_word[u, b] * _prescale(b, bits)
                                 for i in T.unroll(rows):
                                     word[0] = w_flat[word_at(g * words_per_group + j, row_of(bx, tx, i))]
-                                    for b in T.unroll(VALUES_PER_WORD):
-                                        q[0] = _nibble_times_power(word[0], b)
+                                    for b in T.unroll(per_word):
+                                        q[0] = _value_times_power(word[0], b, bits)
                                         for u in T.unroll(tokens):
                                             part[u, i] = part[u, i] + q[0] * x_word[u, b]
                             for i in T.unroll(rows):

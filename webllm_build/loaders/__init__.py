@@ -7,7 +7,7 @@ checkpoint = load_without_weights("phi")   # for random weights: config (+ token
 
 from __future__ import annotations
 
-from webllm_build.loaders.checkpoint import Checkpoint, ModelSource, TensorSource
+from webllm_build.loaders.checkpoint import Checkpoint, ExactGroups, ModelSource, TensorSource
 from webllm_build.loaders.gguf_file import load_gguf
 from webllm_build.loaders.hf_dir import load_hf_dir
 from webllm_build.loaders.resolve import resolve_model
@@ -15,6 +15,7 @@ from webllm_build.loaders.stand_in import load_without_weights
 
 __all__ = [
     "Checkpoint",
+    "ExactGroups",
     "ModelSource",
     "TensorSource",
     "load_checkpoint",

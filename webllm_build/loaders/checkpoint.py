@@ -22,12 +22,54 @@ class ModelSource:
 
 
 @dataclass(frozen=True)
+class ExactGroups:
+    """A tensor exactly as a quantized file stores it: each group of GROUP consecutive values of
+    a row is `scale * q + minimum`, q an unsigned `bits`-wide integer. GGUF's Q4_0, Q4_1 and Q4_K
+    (per 32-value sub-block) are all this with bits 4, so a 4-bit scheme with a minimum per group
+    takes them over with no rounding (compare `dequantize` with the file's own dequantization)."""
+
+    GROUP = 32
+
+    q: np.ndarray  # uint8 (rows, cols)
+    scale: np.ndarray  # float32 (rows, cols / GROUP)
+    minimum: np.ndarray  # float32 (rows, cols / GROUP)
+    bits: int
+    kind: str  # the file's type name, for reports ("Q4_1")
+
+    def map_rows(self, transform: Callable[[np.ndarray], np.ndarray]) -> ExactGroups:
+        """The same groups after a reordering or slicing of rows (applied to each part alike)."""
+        parts = (transform(self.q), transform(self.scale), transform(self.minimum))
+        return ExactGroups(*parts, self.bits, self.kind)
+
+    def dequantize(self) -> np.ndarray:
+        rows = self.q.shape[0]
+        scale = np.repeat(self.scale, self.GROUP, axis=1)
+        minimum = np.repeat(self.minimum, self.GROUP, axis=1)
+        return self.q.reshape(rows, -1).astype(np.float32) * scale + minimum
+
+
+@dataclass(frozen=True)
 class LazyTensor:
     """One tensor as the loader will hand it out, readable without touching the others."""
 
     shape: tuple[int, ...]
     dtype: np.dtype
     read: Callable[[], np.ndarray]
+    # Quantized file types that are exactly groups of `scale * q + minimum` (see ExactGroups),
+    # and their width in bits, known without reading the data.
+    read_groups: Callable[[], ExactGroups] | None = None
+    exact_bits: int | None = None
+
+    def map_rows(self, shape: tuple[int, ...], transform: Callable[[np.ndarray], np.ndarray]) -> LazyTensor:
+        """This tensor with its rows reordered or sliced by `transform` (float and exact forms alike)."""
+        groups = self.read_groups
+        return LazyTensor(
+            shape,
+            self.dtype,
+            lambda: transform(self.read()),
+            None if groups is None else lambda: groups().map_rows(transform),
+            self.exact_bits,
+        )
 
 
 class TensorSource:
@@ -56,6 +98,15 @@ class TensorSource:
     def dtype(self, name: str) -> np.dtype:
         """The dtype `load` returns for this tensor (not necessarily the stored one)."""
         return self._get(name).dtype
+
+    def exact_bits(self, name: str) -> int | None:
+        """The width of the tensor's exact groups (4 or 8), or None if it has none."""
+        return self._get(name).exact_bits
+
+    def load_groups(self, name: str) -> ExactGroups | None:
+        """The tensor in the file's own exact groups, when its type is one (else None)."""
+        read = self._get(name).read_groups
+        return read() if read is not None else None
 
     def load(self, name: str) -> np.ndarray:
         return self._get(name).read()

@@ -15,10 +15,17 @@ from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, ReaderTensor
-from gguf.quants import dequantize
+from gguf.quants import Q4_K, dequantize
 
 from webllm_build.errors import LoaderError
-from webllm_build.loaders.checkpoint import Checkpoint, LazyTensor, ModelSource, TensorSource, token_ids
+from webllm_build.loaders.checkpoint import (
+    Checkpoint,
+    ExactGroups,
+    LazyTensor,
+    ModelSource,
+    TensorSource,
+    token_ids,
+)
 from webllm_build.loaders.gguf_tokenizer import tokenizer_json_from_gguf
 
 # Every type here was checked against llama.cpp's own dequantize_row_* (tests/test_loaders.py).
@@ -154,11 +161,67 @@ def _read(t: ReaderTensor) -> np.ndarray:
     return dequantize(t.data, t.tensor_type)
 
 
+def _nibbles(qs: np.ndarray) -> np.ndarray:
+    """A 32-value block's 16 bytes as its values: element j is byte j's low nibble, element
+    j + 16 its high nibble (ggml's layout for Q4_0, Q4_1 and each Q4_K sub-block)."""
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
+
+
+def _f16(raw: np.ndarray) -> np.ndarray:
+    return raw.copy().view(np.float16).astype(np.float32)
+
+
+def _exact_groups(t: ReaderTensor) -> ExactGroups:
+    """The tensor's blocks as groups of 32 `scale * q + minimum`, with no rounding: the products
+    of an f16 scale and a small integer fit float32 exactly (tests compare with gguf's own
+    dequantization bit for bit)."""
+    kind = GGMLQuantizationType(t.tensor_type)
+    rows, cols = int(np.prod(t.shape[1:])), int(t.shape[0])
+    size = {GGMLQuantizationType.Q4_0: 18, GGMLQuantizationType.Q4_1: 20, GGMLQuantizationType.Q4_K: 144}
+    size[GGMLQuantizationType.Q8_0] = 34
+    blocks = np.asarray(t.data).reshape(-1, size[kind])
+    if kind == GGMLQuantizationType.Q4_K:  # 256 values: 8 sub-blocks under a super-block scale
+        d, dmin = _f16(blocks[:, 0:2]), _f16(blocks[:, 2:4])
+        sc, m = Q4_K.get_scale_min(blocks[:, 4:16].copy())
+        qs = blocks[:, 16:].reshape(-1, 4, 32)
+        q = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(-1, 8, 32)
+        scale, minimum = d * sc.astype(np.float32), -(dmin * m.astype(np.float32))
+        bits = 4
+    elif kind == GGMLQuantizationType.Q8_0:  # int8 values stored as q + 128
+        scale = _f16(blocks[:, 0:2])
+        q = blocks[:, 2:].copy().view(np.int8).astype(np.int16) + 128
+        minimum, bits = -128 * scale, 8
+    else:
+        scale = _f16(blocks[:, 0:2])
+        if kind == GGMLQuantizationType.Q4_0:  # d * (q - 8)
+            q, minimum = _nibbles(blocks[:, 2:]), -8 * scale
+        else:  # Q4_1: d * q + m
+            q, minimum = _nibbles(blocks[:, 4:]), _f16(blocks[:, 2:4])
+        bits = 4
+    groups = cols // ExactGroups.GROUP
+    return ExactGroups(
+        q.astype(np.uint8).reshape(rows, cols),
+        scale.reshape(rows, groups),
+        minimum.reshape(rows, groups),
+        bits,
+        kind.name,
+    )
+
+
+# The quantized types that are exact groups (ExactGroups); the rest are only read as floats.
+EXACT_TYPES = frozenset(
+    GGMLQuantizationType[name] for name in ("Q4_0", "Q4_1", "Q4_K", "Q8_0")
+)
+
+
 def _lazy(t: ReaderTensor) -> LazyTensor:
+    exact = t.tensor_type in EXACT_TYPES and len(t.shape) == 2
     return LazyTensor(
         tuple(int(d) for d in reversed(t.shape.tolist())),  # GGUF lists dimensions innermost first
         PLAIN_TYPES.get(t.tensor_type, np.dtype(np.float32)),
         lambda: _read(t),
+        (lambda: _exact_groups(t)) if exact else None,
+        (8 if t.tensor_type == GGMLQuantizationType.Q8_0 else 4) if exact else None,
     )
 
 
@@ -239,9 +302,7 @@ def _llama_adjust(tensors: Tensors, config: dict[str, Any]) -> Tensors:
     for name, lazy in tensors.items():
         proj = name.split(".")[-2]
         if proj in heads:
-            lazy = LazyTensor(
-                lazy.shape, lazy.dtype, lambda lazy=lazy, n=heads[proj]: unpermute_rotary(lazy.read(), n)
-            )
+            lazy = lazy.map_rows(lazy.shape, lambda rows, n=heads[proj]: unpermute_rotary(rows, n))
         adjusted[name] = lazy
     return adjusted
 
@@ -319,10 +380,9 @@ def _phi2_adjust(tensors: Tensors, config: dict[str, Any]) -> Tensors:
     for name in [n for n in tensors if ".self_attn.qkv." in n]:
         fused = tensors.pop(name)
         for p, begin, end in zip("qkv", bounds[:-1], bounds[1:], strict=True):
-            tensors[name.replace(".qkv.", f".{p}_proj.")] = LazyTensor(
+            tensors[name.replace(".qkv.", f".{p}_proj.")] = fused.map_rows(
                 (int(end - begin), *fused.shape[1:]),
-                fused.dtype,
-                lambda fused=fused, begin=begin, end=end: fused.read()[begin:end].copy(),
+                lambda rows, begin=begin, end=end: rows[begin:end].copy(),
             )
     return tensors
 
