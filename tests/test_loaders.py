@@ -471,10 +471,11 @@ def test_presets_registry():
     assert presets["qwen2.5-1.5b"].source == "Qwen/Qwen2.5-1.5B-Instruct"
     assert presets["phi"].source == presets["phi-3.5-mini"].source == "microsoft/Phi-3.5-mini-instruct"
     assert presets["phi-4-mini"].source == "microsoft/Phi-4-mini-instruct"
-    assert presets["smollm2-135m"].quantization == "q4f32_1"
-    # The small ones run everywhere in f32, SwiftShader (no shader-f16) included.
-    f32 = {"smollm2-135m", "qwen2.5-0.5b"}
-    assert all(p.quantization == ("q4f32_1" if name in f32 else "q4f16_1") for name, p in presets.items())
+    # The default model's GGUF keeps its own blocks (asymmetric, exact); the small ones run
+    # everywhere in f32, SwiftShader (no shader-f16) included.
+    assert presets["smollm2-135m"].quantization == "q4f32_asym"
+    expected = {"smollm2-135m": "q4f32_asym", "qwen2.5-0.5b": "q4f32_1"}
+    assert all(p.quantization == expected.get(name, "q4f16_1") for name, p in presets.items())
 
 
 _RESOLVE_SCRIPT = """

@@ -134,15 +134,19 @@ def test_a_tensor_larger_than_the_gpu_allows_is_refused_before_download(variants
     assert not [url for url in requests if "/params-" in url]
 
 
-def test_smollm2_site_reply_matches_transformers(tmp_path_factory, browser, wasm_runtime):
-    """The real model through the real page: SmolLM2-135M-Instruct q4f32_1, greedy to its own eos."""
+def test_default_site_reply_matches_transformers_on_its_gguf(tmp_path_factory, browser, wasm_runtime):
+    """The real default model through the real page: SmolLM2-135M-Instruct as its GGUF stores it
+    (Q4_1 weights and a Q8_0 embedding, taken over with no rounding), greedy to its own eos,
+    against transformers on that same file. (Twenty prompts on the CPU build: test_models.py.)"""
     out = tmp_path_factory.mktemp("smollm2_site") / "dist"
-    site = build_site(
-        SiteOptions(models=["smollm2-135m"], quantization="q4f32_1", out=out, schedules=CI_SCHEDULES)
-    )
-    model_dir = site.directory / "models" / site.models[0].id
-    config = json.loads((model_dir / read_model_index(model_dir).files["config"].path).read_text())
-    reference = load_reference("smollm2-135m", "q4f32_1")
+    site = build_site(SiteOptions(models=["smollm2-135m"], out=out, schedules=CI_SCHEDULES))
+    (model,) = site.models
+    assert model.quantization == "q4f32_asym"
+    model_dir = site.directory / "models" / model.id
+    index = read_model_index(model_dir)
+    assert set(index.extra["weight_import"].values()) == {"exact Q4_1", "exact Q8_0"}
+    config = json.loads((model_dir / index.files["config"].path).read_text())
+    reference = load_reference("smollm2-135m", "q4f32_asym")
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     expected = hf_greedy(reference.model, reference.prompt_ids(messages), 24, config["eos_token_ids"])
     assert expected[-1] in config["eos_token_ids"]  # the reply ended on its own
@@ -150,7 +154,8 @@ def test_smollm2_site_reply_matches_transformers(tmp_path_factory, browser, wasm
     with serve_in_background(site.directory) as url:
         chat = ChatPage(browser, url)
         chat.settings(temperature=0, max_tokens=24)
-        chat.load(site.models[0].id)
+        chat.load(model.id)
         chat.send(messages[0]["content"])
         assert chat.wait_for_reply() == reference.decode(expected)
         assert chat.usage()["completion_tokens"] == len(expected)
+        assert not chat.log.errors, chat.log.tail()

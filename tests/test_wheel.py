@@ -116,7 +116,7 @@ def test_wheel_installs_outside_the_repo_and_builds_and_serves_the_default_site(
     assert "Try it: webllm_build serve site" in output
     site = json.loads((work / "site" / "site.json").read_text())
     (model,) = site["models"]
-    assert model["id"] == "smollm2-135m-q4f32_1"
+    assert model["id"] == "smollm2-135m-q4f32_asym"
 
     with socket.socket() as probe:  # a free port for the server
         probe.bind(("127.0.0.1", 0))

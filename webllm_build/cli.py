@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--quant",
         default=None,
-        help="q4f32_1, q4f16_1, q0f32 or q0f16 (default: the preset's choice, else q4f32_1)",
+        help="q4f32_1, q4f16_1, q4f32_asym, q4f16_asym, q0f32 or q0f16 (default: the preset's choice; "
+        "a .gguf keeps its own blocks as q4f32_asym; else q4f32_1)",
     )
     compile_.add_argument("--context-window", type=int, default=None)
     compile_.add_argument("--prefill-chunk", type=int, default=512)

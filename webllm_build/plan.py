@@ -34,6 +34,8 @@ CONFIG_FORMAT = 1
 DEFAULT_CONTEXT_WINDOW = 4096
 DEFAULT_PREFILL_CHUNK = 512
 DEFAULT_QUANTIZATION = "q4f32_1"  # for a model that is not a preset (presets name their own)
+# A GGUF file keeps its own quantization: its 4-bit and 8-bit blocks are taken over exactly.
+GGUF_QUANTIZATION = "q4f32_asym"
 # Source files whose change must invalidate cached libraries and carried-over models.
 LIBRARY_SOURCES = ("models", "quantize.py", "q4_format.py", "compiler")
 
@@ -41,7 +43,7 @@ LIBRARY_SOURCES = ("models", "quantize.py", "q4_format.py", "compiler")
 @dataclass(frozen=True)
 class BuildOptions:
     model: str = DEFAULT_PRESET
-    quantization: str | None = None  # None: the preset's choice, else DEFAULT_QUANTIZATION
+    quantization: str | None = None  # None: the preset's choice, else GGUF_ or DEFAULT_QUANTIZATION
     context_window: int | None = None  # None: the model's own, capped at DEFAULT_CONTEXT_WINDOW
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK
     target: Literal["webgpu", "cpu"] = "webgpu"
@@ -86,7 +88,8 @@ def plan_model(options: BuildOptions) -> ModelPlan:
         else load_checkpoint(resolve_model(options.model))
     )
     preset = PRESETS.get(checkpoint.source.preset or "")
-    q = get_quantization(options.quantization or (preset.quantization if preset else DEFAULT_QUANTIZATION))
+    default = GGUF_QUANTIZATION if checkpoint.source.kind == "gguf" else DEFAULT_QUANTIZATION
+    q = get_quantization(options.quantization or (preset.quantization if preset else default))
     config = model_config(checkpoint, options, q)
     wide = wide_modules(checkpoint, q)
     library_keys = {c: library_key(config, q, options.target, c, wide) for c in classes}

