@@ -319,3 +319,74 @@ def _prefill_ragged(h_kv: int, h_q: int, d: int, dtype: str):
                             lse[row, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
 
     return batch_prefill_ragged_kv
+
+
+def replace_merge_state(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:
+    """`mod` with the cache's `merge_state` kernel swapped for one without a data race.
+
+    Every WebGPU class needs this. A prefill of more than one token onto a non-empty cache
+    attends to the cached pages and to the new tokens separately, then merges the two partial
+    results by their log-sum-exps. TVM 0.27's merge kernel gives each head head_dim / 4
+    threads; every one of them reads the head's lse, and every one writes the merged lse back
+    in place, with no barrier between. Threads that run after another has written read the new
+    lse and mis-weight their slice of the output. SwiftShader runs 4 lanes in lockstep, so
+    head_dim 16 (4 threads per head) happened to be safe and head_dim 32 or 64 gave logits off
+    by 5-8 (follow-up turns, chunked prompts); a GPU that does not run a head's threads in one
+    lockstep group can do the same. Here the lse is written by one thread, after a barrier.
+    """
+    for gvar, func in list(mod.functions_items()):
+        if gvar.name_hint == "tir_attention_merge_state" and isinstance(func, tvm.tirx.PrimFunc):
+            mod[gvar] = _merge_state(shape.heads, shape.head_dim, shape.dtype).with_attr(
+                "global_symbol", gvar.name_hint
+            )
+    return mod
+
+
+def _merge_state(h_q: int, d: int, dtype: str, max_threads: int = 256):
+    # Lanes over head_dim (4 values each where they divide it), heads over threadIdx.y.
+    per_lane = 4 if d % 4 == 0 else 1
+    lanes = d // per_lane
+    heads_per_group = h_q
+    while heads_per_group > 1 and (lanes * heads_per_group > max_threads or h_q % heads_per_group):
+        heads_per_group -= 1
+    groups = h_q // heads_per_group
+
+    @T.prim_func(s_tir=True)
+    def merge_state_inplace(v_handle: T.handle, s_handle: T.handle, v_other_handle: T.handle, s_other_handle: T.handle):
+        T.func_attr({"tirx.is_scheduled": True})
+        n = T.int32()
+        v = T.match_buffer(v_handle, (n, h_q, d), dtype)
+        s = T.match_buffer(s_handle, (n, h_q), "float32")
+        v_other = T.match_buffer(v_other_handle, (n, h_q, d), dtype)
+        s_other = T.match_buffer(s_other_handle, (n, h_q), "float32")
+
+        for token in T.thread_binding(n, thread="blockIdx.x"):
+            for group in T.thread_binding(groups, thread="blockIdx.y"):
+                for head_in_group in T.thread_binding(heads_per_group, thread="threadIdx.y"):
+                    for lane in T.thread_binding(lanes, thread="threadIdx.x"):
+                        with T.sblock("merge"):
+                            T.reads()
+                            T.writes()
+                            h: T.let[T.int32] = group * heads_per_group + head_in_group
+                            lse: T.let[T.float32] = s[token, h]
+                            lse_other: T.let[T.float32] = s_other[token, h]
+                            top: T.let[T.float32] = T.max(lse, lse_other)
+                            weight: T.let[T.float32] = T.exp2(lse - top)
+                            weight_other: T.let[T.float32] = T.exp2(lse_other - top)
+                            total: T.let[T.float32] = weight + weight_other
+                            for i in T.unroll(per_lane):
+                                col: T.let[T.int32] = lane * per_lane + i
+                                v[token, h, col] = T.Cast(
+                                    dtype,
+                                    (
+                                        T.Cast("float32", v[token, h, col]) * weight
+                                        + T.Cast("float32", v_other[token, h, col]) * weight_other
+                                    )
+                                    / total,
+                                )
+                            # Every lane of the head has read s before any lane writes it.
+                            T.tvm_storage_sync("shared")
+                            if lane == 0:
+                                s[token, h] = T.log2(total) + top
+
+    return merge_state_inplace

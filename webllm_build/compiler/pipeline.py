@@ -7,7 +7,7 @@ from tvm import relax
 from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from tvm.target import Target
 
-from webllm_build.compiler.attention import AttentionShape, replace_attention
+from webllm_build.compiler.attention import AttentionShape, replace_attention, replace_merge_state
 from webllm_build.compiler.schedules import SCHEDULE_CLASSES, ScheduleClass, schedule_pass
 from webllm_build.compiler.weight_layout import add_prepare_params
 
@@ -53,8 +53,10 @@ def _gpu_pipeline(
 
     @tvm.transform.module_pass(opt_level=0, name="webllm_build_gpu_pipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        if schedule.own_attention and attention is not None:
-            mod = replace_attention(mod, attention)
+        if attention is not None:
+            mod = replace_merge_state(mod, attention)
+            if schedule.own_attention:
+                mod = replace_attention(mod, attention)
         with target:
             mod = tvm.transform.Sequential(fusion_passes(target))(mod)
             # After fusion, where the 4-bit matmuls and each weight's readers are known.
