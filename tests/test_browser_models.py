@@ -126,9 +126,7 @@ def test_gguf_blocks_taken_over_exactly_match_transformers_on_the_file(tiny_site
     model = _loaded(browser, url, "llama-gguf", schedule)
     logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
     error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
-    print(
-        f"\nllama GGUF (Q4_1, Q8_0) as q4f32_asym ({schedule}): prefill max |logit error| {error:.2e}"
-    )
+    print(f"\nllama GGUF (Q4_1, Q8_0) as q4f32_asym ({schedule}): prefill max |logit error| {error:.2e}")
     assert error < 1.5e-3
     model.reset()
     assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])

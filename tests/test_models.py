@@ -29,6 +29,7 @@ from checkpoints import (
     make_qwen2,
 )
 from conftest import run_cli
+from prompts import CHAT_PROMPTS, EVERYDAY_PROMPTS
 from reference import hf_last_logits, requantize_
 from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer
@@ -268,7 +269,6 @@ def test_quantized_greedy_matches_transformers(builds, name, quantization):
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_STEPS = 32
-CHAT_PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers."]
 
 
 @pytest.fixture(scope="module")
@@ -320,29 +320,6 @@ def test_smollm2_greedy_matches_transformers(smollm2, quantization):
         )
         assert tokens == reference.tokens, text
         assert error <= LOGIT_TOLERANCE, text
-
-
-# Everyday prompts of our own for the default model's faithfulness (issue 16 asked for 20).
-EVERYDAY_PROMPTS = [
-    *CHAT_PROMPTS,
-    "Write a one-line Python function that squares a number.",
-    "Why is the sky blue?",
-    "Give me a synonym for happy.",
-    "What is 12 times 7?",
-    "Name a famous painter.",
-    "How do I boil an egg?",
-    "Translate 'good morning' to Spanish.",
-    "Name three colors of the rainbow.",
-    "What does a bee make?",
-    "Write a short greeting for a birthday card.",
-    "What is the boiling point of water in Celsius?",
-    "Suggest a name for a pet cat.",
-    "What is the opposite of cold?",
-    "Explain what a noun is in one sentence.",
-    "How many days are in a week?",
-    "Recommend a fruit that is high in vitamin C.",
-    "What language is spoken in Brazil?",
-]
 
 
 def test_smollm2_gguf_blocks_taken_over_answer_as_transformers_on_the_file(smollm2):

@@ -11,11 +11,13 @@ import json
 
 from chat_page import HOSTILE, HOSTILE_TOKENS, TINY, ChatPage, greedy, long_reply_prompt
 from conftest import CI_SCHEDULES
+from prompts import EVERYDAY_PROMPTS
 
 from webllm_build.artifacts import read_model_index
 from webllm_build.serve import serve_in_background
 from webllm_build.site import SiteOptions, build_site
 from webllm_build.verify.reference import hf_greedy, load_reference
+from webllm_build.verify.sitepage import SitePage
 
 
 def test_chat_streams_greedy_reply_and_reuses_the_cache(chat_site, chat_checkpoints, browser):
@@ -134,10 +136,12 @@ def test_a_tensor_larger_than_the_gpu_allows_is_refused_before_download(variants
     assert not [url for url in requests if "/params-" in url]
 
 
-def test_default_site_reply_matches_transformers_on_its_gguf(tmp_path_factory, browser, wasm_runtime):
-    """The real default model through the real page: SmolLM2-135M-Instruct as its GGUF stores it
-    (Q4_1 weights and a Q8_0 embedding, taken over with no rounding), greedy to its own eos,
-    against transformers on that same file. (Twenty prompts on the CPU build: test_models.py.)"""
+def test_default_site_replies_match_transformers_on_its_gguf(tmp_path_factory, browser, wasm_runtime):
+    """The real default model in Chromium: SmolLM2-135M-Instruct as its GGUF stores it (Q4_1
+    weights and a Q8_0 embedding, taken over with no rounding), against transformers on that same
+    file. One reply through the page's controls, greedy to its own eos; then 20 everyday prompts
+    through the page's engine, each a new chat, 32 tokens or to eos (issue 16 asks for 18 of 20;
+    the same prompts on the CPU build: test_models.py)."""
     out = tmp_path_factory.mktemp("smollm2_site") / "dist"
     site = build_site(SiteOptions(models=["smollm2-135m"], out=out, schedules=CI_SCHEDULES))
     (model,) = site.models
@@ -145,17 +149,35 @@ def test_default_site_reply_matches_transformers_on_its_gguf(tmp_path_factory, b
     model_dir = site.directory / "models" / model.id
     index = read_model_index(model_dir)
     assert set(index.extra["weight_import"].values()) == {"exact Q4_1", "exact Q8_0"}
-    config = json.loads((model_dir / index.files["config"].path).read_text())
+    eos = json.loads((model_dir / index.files["config"].path).read_text())["eos_token_ids"]
     reference = load_reference("smollm2-135m", "q4f32_asym")
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    expected = hf_greedy(reference.model, reference.prompt_ids(messages), 24, config["eos_token_ids"])
-    assert expected[-1] in config["eos_token_ids"]  # the reply ended on its own
 
+    def expected(text: str, steps: int) -> list[int]:
+        return hf_greedy(
+            reference.model, reference.prompt_ids([{"role": "user", "content": text}]), steps, eos
+        )
+
+    first = expected(EVERYDAY_PROMPTS[0], 24)
+    assert first[-1] in eos  # the reply ended on its own
     with serve_in_background(site.directory) as url:
         chat = ChatPage(browser, url)
         chat.settings(temperature=0, max_tokens=24)
         chat.load(model.id)
-        chat.send(messages[0]["content"])
-        assert chat.wait_for_reply() == reference.decode(expected)
-        assert chat.usage()["completion_tokens"] == len(expected)
+        chat.send(EVERYDAY_PROMPTS[0])
+        assert chat.wait_for_reply() == reference.decode(first)
+        assert chat.usage()["completion_tokens"] == len(first)
         assert not chat.log.errors, chat.log.tail()
+
+        # The page's own engine, already loaded, asked through its API (the same as its controls).
+        page = SitePage(None, url, timeout_s=300, opened=(chat.page, chat.log))
+        differing = []
+        for text in EVERYDAY_PROMPTS:
+            page.reset()
+            request = {"messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 32}
+            reply = page.create(request | {"logprobs": True})
+            assert reply["error"] is None, reply["error"]
+            wanted = expected(text, 32)
+            if reply["token_ids"] != wanted:  # both end on the eos token where the reply ended
+                differing.append((text, reply["content"], reference.decode(wanted)))
+        print(f"\nSmolLM2 q4f32_asym in Chromium: {20 - len(differing)} of 20 replies equal transformers'")
+        assert len(differing) <= 2, differing

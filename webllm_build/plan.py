@@ -176,4 +176,3 @@ def _checkpoint_identity(checkpoint: Checkpoint) -> list:
 def _digest(value: object) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-

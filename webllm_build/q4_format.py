@@ -22,6 +22,8 @@ WIDE_BITS = 8
 
 def values_per_word(bits: int) -> int:
     return 32 // bits
+
+
 # The compute stage that unpacks a weight inside a matmul's kernel. Fused TIR functions keep the
 # name as the prefix of their first block, which is how the hand-written kernels recognize a
 # 4-bit matmul (compiler/q4_fused.py).

@@ -159,6 +159,4 @@ def serve_forever(
     try:
         web.run_app(make_app(root, isolation_headers=isolation_headers), host=host, port=port, print=None)
     except OSError as exc:
-        raise ServeError(
-            f"Cannot listen on {host}:{port}: {exc.strerror}. Pick another --port."
-        ) from None
+        raise ServeError(f"Cannot listen on {host}:{port}: {exc.strerror}. Pick another --port.") from None

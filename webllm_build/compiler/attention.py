@@ -352,7 +352,9 @@ def _merge_state(h_q: int, d: int, dtype: str, max_threads: int = 256):
     groups = h_q // heads_per_group
 
     @T.prim_func(s_tir=True)
-    def merge_state_inplace(v_handle: T.handle, s_handle: T.handle, v_other_handle: T.handle, s_other_handle: T.handle):
+    def merge_state_inplace(
+        v_handle: T.handle, s_handle: T.handle, v_other_handle: T.handle, s_other_handle: T.handle
+    ):
         T.func_attr({"tirx.is_scheduled": True})
         n = T.int32()
         v = T.match_buffer(v_handle, (n, h_q, d), dtype)

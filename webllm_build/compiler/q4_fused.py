@@ -138,7 +138,6 @@ def apply_epilogue(match: Q4Matmul, value, indices: list):
     return produced[-1][1]
 
 
-
 def whole_word_shapes(match: Q4Matmul, bits: int = BITS) -> tuple[int, int, int, int] | None:
     """(rows, words per row, reduction length, groups) of a matmul of `bits`-wide values whose
     rows and groups are whole packed words, the layout the hand-written kernels read; else None."""

@@ -209,9 +209,7 @@ def _exact_groups(t: ReaderTensor) -> ExactGroups:
 
 
 # The quantized types that are exact groups (ExactGroups); the rest are only read as floats.
-EXACT_TYPES = frozenset(
-    GGMLQuantizationType[name] for name in ("Q4_0", "Q4_1", "Q4_K", "Q8_0")
-)
+EXACT_TYPES = frozenset(GGMLQuantizationType[name] for name in ("Q4_0", "Q4_1", "Q4_K", "Q8_0"))
 
 
 def _lazy(t: ReaderTensor) -> LazyTensor:

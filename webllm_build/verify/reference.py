@@ -42,12 +42,15 @@ def requantize_(
 
     Mirrors quantize_modules: linear layers and the token embedding whose input width is a
     multiple of the group size. A tied lm_head shares the embedding's tensor, so it follows.
-    `keep` names modules left as they are: weights a build takes over exactly from the file.
+    `keep` names modules left as they are: weights a build takes over exactly from the file; a
+    module sharing a kept module's tensor (a tied lm_head) is left as it is too.
     """
     import torch
 
-    for name, module in hf_model.named_modules():
-        if name in keep:
+    modules = dict(hf_model.named_modules())
+    kept_tensors = {id(modules[name].weight) for name in keep if name in modules}
+    for name, module in modules.items():
+        if name in keep or id(getattr(module, "weight", None)) in kept_tensors:
             continue
         is_linear = isinstance(module, torch.nn.Linear) and module.in_features % group_size == 0
         is_embedding = isinstance(module, torch.nn.Embedding) and module.embedding_dim % group_size == 0

@@ -104,9 +104,7 @@ def fetch_json(url: str, timeout_s: float = 30) -> Any:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
     except (OSError, ValueError) as exc:
-        raise VerifyError(
-            f"Could not read {url}: {exc}. Is it a site built by webllm_build site?"
-        ) from None
+        raise VerifyError(f"Could not read {url}: {exc}. Is it a site built by webllm_build site?") from None
 
 
 @contextmanager
@@ -137,11 +135,24 @@ def select_models(entries: list[dict[str, Any]], wanted: tuple[str, ...]) -> lis
 class SitePage:
     """One tab on a site, in a fresh browser context (its own empty cache), ready to drive."""
 
-    def __init__(self, browser: BrowserSession, url: str, *, timeout_s: float = 120) -> None:
+    def __init__(
+        self,
+        browser: BrowserSession | None,
+        url: str,
+        *,
+        timeout_s: float = 120,
+        opened: tuple[Any, PageLog] | None = None,
+    ) -> None:
+        """Opens `url` in `browser`, or drives `opened`, a (page, log) of the site already open
+        (the chat page a test operates through its controls: its loaded engine is reused)."""
         self.url = url
         self.timeout_s = timeout_s
+        if opened is not None:
+            self.page, self.log = opened
         try:
-            self.page, self.log = browser.open(url, ready=APP_READY, timeout_ms=READY_TIMEOUT_S * 1000)
+            if opened is None:
+                assert browser is not None, "SitePage needs a browser or an opened page"
+                self.page, self.log = browser.open(url, ready=APP_READY, timeout_ms=READY_TIMEOUT_S * 1000)
         except BrowserError as exc:
             raise BrowserError(
                 f"{exc}\nThe page never set window.webllmAppReady: is {url} a chat site built by "
