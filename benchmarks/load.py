@@ -26,9 +26,7 @@ def main() -> None:
     from webllm_build.verify.testing import PageModel, stage_models
 
     with tempfile.TemporaryDirectory(prefix="webllm-bench-load-") as tmp:
-        compiled = plan_and_build(
-            BuildOptions(model="smollm2-135m", quantization="q4f32_1"), Path(tmp) / "m"
-        )
+        compiled = plan_and_build(BuildOptions(model="smollm2-135m", quantization="q4f32_1"), Path(tmp) / "m")
         site = stage_models(Path(tmp) / "site", {"smollm2": compiled.directory})
         manifest = json.loads((compiled.directory / "tensor-cache.json").read_text())
         wire = {"shards": 0}

