@@ -1,11 +1,12 @@
-"""Benchmark (not a test): SmolLM2-135M q4f32_1 generation speed in headless Chromium, per schedule class.
+"""Benchmark (not a test): SmolLM2-135M generation speed in headless Chromium, per schedule class.
 
 For each class: compile (cached), load in the page, then 3 runs of a chat prompt (prefill) and
 64 greedy tokens (decode), timed inside the page; median tok/s. One more, profiled run counts
 dispatches per decoded token and, where the adapter has `timestamp-query`, splits GPU time by
-kernel family. Writes benchmarks/results/decode_speed-<class>.json.
+kernel family. Writes benchmarks/results/decode_speed-<class>.json (q4f32_1), or
+decode_speed-<class>-<quant>.json for another `--quant`.
 
-    .venv/bin/python benchmarks/decode_speed.py --schedules cpu-emulated
+    .venv/bin/python benchmarks/decode_speed.py --schedules cpu-emulated [--quant q4f32_asym]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ MODEL = "smollm2-135m"
 PROMPT = "Give me a short introduction to language models."
 NEW_TOKENS = 64
 RUNS = 3
+DEFAULT_QUANT = "q4f32_1"  # the figures in the README's history were taken with it
 
 # Runs prefill and `steps` greedy decodes on window.model, each timed after its GPU work ends.
 # Greedy runs as the engine runs it at temperature 0: the GPU picks each token and runs ahead of
@@ -81,7 +83,7 @@ def split_by_family(timed_ns: dict[str, int] | None) -> dict[str, float] | None:
     return {k: round(v, 2) for k, v in sorted(split.items(), key=lambda kv: -kv[1])}
 
 
-def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
+def bench_class(schedules: str, runs_n: int, new_tokens: int, quantization: str) -> dict:
     from webllm_build.build import plan_and_build
     from webllm_build.plan import BuildOptions
     from webllm_build.serve import serve_in_background
@@ -90,7 +92,7 @@ def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
     from webllm_build.verify.testing import PageModel, stage_models
 
     with tempfile.TemporaryDirectory(prefix="webllm-bench-speed-") as tmp:
-        options = BuildOptions(model=MODEL, quantization="q4f32_1", schedules=(schedules,))
+        options = BuildOptions(model=MODEL, quantization=quantization, schedules=(schedules,))
         compiled = plan_and_build(options, Path(tmp) / "m", log=print)
         ids = chat_prompt_ids(compiled.tokenizer, compiled.config["chat_template"])
         site = stage_models(Path(tmp) / "site", {"smollm2": compiled.directory})
@@ -126,7 +128,7 @@ def bench_class(schedules: str, runs_n: int, new_tokens: int) -> dict:
         "browser": browser_version(),
         "adapter": f"{adapter.get('vendor')} / {adapter.get('architecture')}",
         "fallback_adapter": adapter.get("isFallbackAdapter"),
-        "model": f"{MODEL} q4f32_1",
+        "model": f"{MODEL} {quantization}",
         # wasm instantiate, WebGPU pipelines (SwiftShader compiles every kernel here), weights.
         "model_load_s": round(load_s, 2),
         "prompt_tokens": len(ids),
@@ -164,11 +166,13 @@ def main() -> None:
     # Fewer runs and tokens only to get a first look at hopelessly slow builds.
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
+    parser.add_argument("--quant", default=DEFAULT_QUANT)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for schedules in args.schedules.split(","):
-        result = bench_class(schedules, args.runs, args.new_tokens)
-        (RESULTS / f"decode_speed-{schedules}.json").write_text(json.dumps(result, indent=2) + "\n")
+        result = bench_class(schedules, args.runs, args.new_tokens, args.quant)
+        suffix = "" if args.quant == DEFAULT_QUANT else f"-{args.quant}"
+        (RESULTS / f"decode_speed-{schedules}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k != "tokens"}, indent=2))
 
 

@@ -9,6 +9,9 @@ returns its path; keyword overrides go straight into the config class:
     make_phi(tmp_path / "phi")                                     # phi-1.5/phi-2, partial rotary 0.5
     make_phi3(tmp_path / "phi3", **PHI3_LONGROPE)                  # Phi-3.5-style longrope
     make_qwen2(tmp_path / "qwen2")                                 # q/k/v biases, tied, theta 1e6
+    make_qwen3(tmp_path / "qwen3")                                 # q/k norm, head_dim 32 != 64/4
+    make_smollm3(tmp_path / "smollm3")                             # no rotary in layer 3 of 4
+    make_mistral(tmp_path / "mistral")                             # a Llama by another name
     make_hostile_llama(tmp_path / "h", ["<b>", "</b>"])          # greedy reply: exactly those tokens
 
 Weights are seeded, so the same call writes the same values.
@@ -141,6 +144,7 @@ def _save(
     chat_template_file: bool = False,
     chat_template: str = CHATML_TEMPLATE,
     random_biases: bool = False,
+    random_norms: bool = False,
 ) -> Path:
     import torch
     from transformers import GenerationConfig
@@ -157,6 +161,12 @@ def _save(
             for name, param in model.named_parameters():
                 if name.endswith(".bias"):
                     param.normal_(0.0, config.initializer_range)
+    if random_norms:
+        # Norm gains start at 1, which would leave a wrong or missing gain (q/k norms) unseen.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    param.normal_(1.0, 0.2)
     if safe_serialization:
         model.save_pretrained(directory, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     else:
@@ -211,29 +221,43 @@ def _save_torch_bin(model: Any, directory: Path, max_shard_bytes: int | None) ->
     (directory / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
 
 
-def make_llama(
-    directory: Path,
-    *,
-    seed: int = 0,
-    dtype: str = "float32",
-    max_shard_size: str | None = None,
-    safe_serialization: bool = True,
-    **config_overrides: Any,
-) -> Path:
-    """A LlamaForCausalLM with grouped-query attention (4 query heads, 2 kv heads)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _factory(arch: str, defaults: dict[str, Any], doc: str, **save_options: Any):
+    """A `make_<arch>(directory, *, seed, dtype, max_shard_size, safe_serialization, **config)`
+    that saves transformers' `<arch>ForCausalLM` with `defaults` under the overrides."""
 
-    return _save(
-        directory,
-        LlamaForCausalLM,
-        LlamaConfig,
-        {"num_key_value_heads": 2, "rope_theta": 10000.0, "rms_norm_eps": 1e-5},
-        config_overrides,
-        seed=seed,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        safe_serialization=safe_serialization,
-    )
+    def make(
+        directory: Path,
+        *,
+        seed: int = 0,
+        dtype: str = "float32",
+        max_shard_size: str | None = None,
+        safe_serialization: bool = True,
+        **config_overrides: Any,
+    ) -> Path:
+        import transformers
+
+        return _save(
+            directory,
+            getattr(transformers, f"{arch}ForCausalLM"),
+            getattr(transformers, f"{arch}Config"),
+            defaults,
+            config_overrides,
+            seed=seed,
+            dtype=dtype,
+            max_shard_size=max_shard_size,
+            safe_serialization=safe_serialization,
+            **save_options,
+        )
+
+    make.__doc__ = doc
+    return make
+
+
+make_llama = _factory(
+    "Llama",
+    {"num_key_value_heads": 2, "rope_theta": 10000.0, "rms_norm_eps": 1e-5},
+    "A LlamaForCausalLM with grouped-query attention (4 query heads, 2 kv heads).",
+)
 
 
 def make_hostile_llama(directory: Path, tokens: list[str]) -> Path:
@@ -271,87 +295,48 @@ def make_hostile_llama(directory: Path, tokens: list[str]) -> Path:
     return directory
 
 
-def make_phi(
-    directory: Path,
-    *,
-    seed: int = 0,
-    dtype: str = "float32",
-    max_shard_size: str | None = None,
-    safe_serialization: bool = True,
-    **config_overrides: Any,
-) -> Path:
-    """A PhiForCausalLM (phi-1.5 / phi-2 layout: parallel block, LayerNorm, biases, partial rotary)."""
-    from transformers import PhiConfig, PhiForCausalLM
+make_phi = _factory(
+    "Phi",
+    {"num_key_value_heads": 4, "partial_rotary_factor": 0.5, "rope_theta": 10000.0, "hidden_act": "gelu_new"},
+    "A PhiForCausalLM (phi-1.5 / phi-2 layout: parallel block, LayerNorm, biases, partial rotary).",
+)
 
-    return _save(
-        directory,
-        PhiForCausalLM,
-        PhiConfig,
-        {
-            "num_key_value_heads": 4,
-            "partial_rotary_factor": 0.5,
-            "rope_theta": 10000.0,
-            "hidden_act": "gelu_new",
-        },
-        config_overrides,
-        seed=seed,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        safe_serialization=safe_serialization,
-    )
+make_phi3 = _factory(
+    "Phi3",
+    {"num_key_value_heads": 2, "rope_theta": 10000.0, "original_max_position_embeddings": 256},
+    "A Phi3ForCausalLM (fused qkv_proj and gate_up_proj); its chat template is a .jinja file.",
+    chat_template_file=True,
+)
 
+make_qwen2 = _factory(
+    "Qwen2",
+    {"num_key_value_heads": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    "A Qwen2ForCausalLM as Qwen2.5-0.5B/1.5B are: GQA, q/k/v biases, tied embeddings, theta 1e6.",
+    chat_template=QWEN2_TEMPLATE,
+    random_biases=True,
+)
 
-def make_phi3(
-    directory: Path,
-    *,
-    seed: int = 0,
-    dtype: str = "float32",
-    max_shard_size: str | None = None,
-    safe_serialization: bool = True,
-    **config_overrides: Any,
-) -> Path:
-    """A Phi3ForCausalLM (fused qkv_proj and gate_up_proj); its chat template is a .jinja file."""
-    from transformers import Phi3Config, Phi3ForCausalLM
+make_qwen3 = _factory(
+    "Qwen3",
+    {"num_key_value_heads": 2, "head_dim": 32, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    "A Qwen3ForCausalLM as Qwen3-0.6B is: GQA, an RMSNorm per query and key head, tied embeddings, "
+    "and heads wider than hidden / heads (here 4 x 32 over a hidden size of 64).",
+    chat_template=QWEN2_TEMPLATE,
+    random_norms=True,
+)
 
-    return _save(
-        directory,
-        Phi3ForCausalLM,
-        Phi3Config,
-        {"num_key_value_heads": 2, "rope_theta": 10000.0, "original_max_position_embeddings": 256},
-        config_overrides,
-        seed=seed,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        safe_serialization=safe_serialization,
-        chat_template_file=True,
-    )
+make_smollm3 = _factory(
+    "SmolLM3",
+    {"num_hidden_layers": 4, "num_key_value_heads": 2, "rope_theta": 5e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    "A SmolLM3ForCausalLM: a Llama (GQA, tied) whose every fourth layer skips rotary, so four "
+    "layers to have one such.",
+)
 
-
-def make_qwen2(
-    directory: Path,
-    *,
-    seed: int = 0,
-    dtype: str = "float32",
-    max_shard_size: str | None = None,
-    safe_serialization: bool = True,
-    **config_overrides: Any,
-) -> Path:
-    """A Qwen2ForCausalLM as Qwen2.5-0.5B/1.5B are: GQA, q/k/v biases, tied embeddings, theta 1e6."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    return _save(
-        directory,
-        Qwen2ForCausalLM,
-        Qwen2Config,
-        {"num_key_value_heads": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
-        config_overrides,
-        seed=seed,
-        dtype=dtype,
-        max_shard_size=max_shard_size,
-        safe_serialization=safe_serialization,
-        chat_template=QWEN2_TEMPLATE,
-        random_biases=True,
-    )
+make_mistral = _factory(
+    "Mistral",
+    {"num_key_value_heads": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-5, "sliding_window": None},
+    "A MistralForCausalLM as v0.2 / v0.3 are (GQA, no sliding window, untied).",
+)
 
 
 # --- GGUF, as llama.cpp's convert_hf_to_gguf.py writes it ----------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jinja2
 import pytest
-from checkpoints import CHATML_TEMPLATE, make_llama
+from checkpoints import CHATML_TEMPLATE, make_llama, write_tokenizer
 from conftest import CI_SCHEDULES
 from reference import hf_greedy
 from tokenizers import Tokenizer
@@ -20,6 +20,8 @@ from webllm_build.serve import serve_in_background
 from webllm_build.verify.testing import PageModel, stage_models
 
 FIRST = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello there"}]
+# ChatML, plus a variable a request may set (`chat_template_kwargs`), as Qwen3's enable_thinking.
+TEMPLATE = CHATML_TEMPLATE + "{% if reply_prefix is defined %}{{ reply_prefix }}{% endif %}"
 
 CREATE = """async (request) => {
     const response = await window.engine.chat.completions.create(request);
@@ -34,6 +36,7 @@ CREATE = """async (request) => {
 def served(tmp_path_factory, wasm_runtime):
     root = tmp_path_factory.mktemp("engine")
     checkpoint = make_llama(root / "ckpt", seed=5, initializer_range=0.2)
+    write_tokenizer(checkpoint, chat_template=TEMPLATE)
     compiled = plan_and_build(
         BuildOptions(model=str(checkpoint), quantization="q0f32", prefill_chunk=8, schedules=CI_SCHEDULES),
         root / "out",
@@ -54,11 +57,11 @@ def engine_page(served, browser):
     return page_model.page
 
 
-def prompt_ids(compiled, messages) -> list[int]:
+def prompt_ids(compiled, messages, **variables) -> list[int]:
     text = (
         jinja2.Environment()
-        .from_string(CHATML_TEMPLATE)
-        .render(messages=messages, add_generation_prompt=True)
+        .from_string(TEMPLATE)
+        .render(messages=messages, add_generation_prompt=True, **variables)
     )
     return Tokenizer.from_file(str(compiled.tokenizer)).encode(text, add_special_tokens=False).ids
 
@@ -137,9 +140,25 @@ def test_interrupt_ends_the_stream_with_abort(engine_page):
     assert finish in ("abort", "stop")  # "stop" only if the model ended on its first token
 
 
+def test_chat_template_kwargs_reach_the_template(served, engine_page):
+    """`chat_template_kwargs` (Qwen3's enable_thinking, Llama's date_string) are template variables."""
+    _, _, compiled = served
+    kwargs = {"reply_prefix": "Sure, here it is:"}
+    plain = engine_page.evaluate(CREATE, {"messages": FIRST, "max_tokens": 1})
+    primed = engine_page.evaluate(CREATE, {"messages": FIRST, "max_tokens": 1, "chat_template_kwargs": kwargs})
+    assert plain["usage"]["prompt_tokens"] == len(prompt_ids(compiled, FIRST))
+    assert primed["usage"]["prompt_tokens"] == len(prompt_ids(compiled, FIRST, **kwargs))
+    assert primed["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]
+
+
 @pytest.mark.parametrize(
     "request_patch, fragment",
-    [({"messages": []}, "non-empty"), ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p")],
+    [
+        ({"messages": []}, "non-empty"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
+    ],
 )
 def test_invalid_requests_are_rejected(engine_page, request_patch, fragment):
     error = engine_page.evaluate(

@@ -466,6 +466,13 @@ def test_presets_registry():
         "smollm2-135m",
         "qwen2.5-0.5b",
         "qwen2.5-1.5b",
+        "qwen3-0.6b",
+        "qwen3-1.7b",
+        "qwen3-4b",
+        "llama-3.2-1b",
+        "llama-3.2-3b",
+        "smollm3-3b",
+        "mistral-7b",
     }
     assert presets["qwen2.5-0.5b"].source == "Qwen/Qwen2.5-0.5B-Instruct"
     assert presets["qwen2.5-1.5b"].source == "Qwen/Qwen2.5-1.5B-Instruct"
@@ -474,7 +481,7 @@ def test_presets_registry():
     # The default model's GGUF keeps its own blocks (asymmetric, exact); the small ones run
     # everywhere in f32, SwiftShader (no shader-f16) included.
     assert presets["smollm2-135m"].quantization == "q4f32_asym"
-    expected = {"smollm2-135m": "q4f32_asym", "qwen2.5-0.5b": "q4f32_1"}
+    expected = {"smollm2-135m": "q4f32_asym", "qwen2.5-0.5b": "q4f32_1", "qwen3-0.6b": "q4f32_1"}
     assert all(p.quantization == expected.get(name, "q4f16_1") for name, p in presets.items())
 
 

@@ -24,9 +24,12 @@ from checkpoints import (
     PHI3_LONGROPE,
     VOCAB_SIZE,
     make_llama,
+    make_mistral,
     make_phi,
     make_phi3,
     make_qwen2,
+    make_qwen3,
+    make_smollm3,
 )
 from conftest import run_cli
 from prompts import CHAT_PROMPTS, EVERYDAY_PROMPTS
@@ -86,8 +89,14 @@ CASES = {
     # Qwen2.5-0.5B/1.5B's layout (tied embeddings), and 7B's (untied).
     "qwen2": Case(make_qwen2, seed=2),
     "qwen2-untied": Case(make_qwen2, seed=3, overrides={"tie_word_embeddings": False}),
+    # Qwen3-0.6B's layout: q/k norms, heads wider than hidden / heads, tied embeddings.
+    "qwen3": Case(make_qwen3, seed=5),
+    # SmolLM3: rotary left out of every fourth layer; with Llama 3.1 rope, rotated by the model.
+    "smollm3": Case(make_smollm3, seed=5),
+    "smollm3-llama3-rope": Case(make_smollm3, overrides={"rope_scaling": LLAMA3_ROPE_SCALING}),
+    "mistral": Case(make_mistral, seed=7),
 }
-QUANTIZED_CASES = ["llama-gqa", "phi-partial-rotary", "phi3", "qwen2"]
+QUANTIZED_CASES = ["llama-gqa", "phi-partial-rotary", "phi3", "qwen2", "qwen3", "smollm3"]
 
 
 class Builds:
@@ -448,10 +457,20 @@ def test_cli_reports_an_unsupported_architecture_without_a_traceback(good_checkp
     _assert_nothing_written(out)
 
 
-def test_qwen2_sliding_window_is_refused(tmp_path):
-    checkpoint = make_qwen2(tmp_path / "qwen2", use_sliding_window=True, sliding_window=16)
-    with pytest.raises(WebLLMBuildError, match="sliding-window"):
+@pytest.mark.parametrize(
+    "factory, overrides, names",
+    [
+        (make_qwen2, {"use_sliding_window": True, "sliding_window": 16}, "use_sliding_window"),
+        (make_qwen3, {"use_sliding_window": True, "sliding_window": 16}, "use_sliding_window"),
+        (make_mistral, {"sliding_window": 16}, "`sliding_window` = 16"),
+    ],
+)
+def test_sliding_window_is_refused_naming_the_field(tmp_path, factory, overrides, names):
+    checkpoint = factory(tmp_path / "ckpt", **overrides)
+    with pytest.raises(WebLLMBuildError, match="sliding-window") as caught:
         plan_and_build(BuildOptions(model=str(checkpoint), target="cpu"), tmp_path / "out")
+    assert names in str(caught.value)
+    _assert_nothing_written(tmp_path / "out")
 
 
 def test_qwen2_preset_without_network_says_how_to_get_it(tmp_path):

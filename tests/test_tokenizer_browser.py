@@ -16,6 +16,7 @@ import json
 import random
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -361,7 +362,23 @@ SPECIAL_TOKENS = {
     },
     "zephyr": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
     "alternating": {"bos_token": "<s>", "eos_token": "</s>"},
+    "qwen3": {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+    "llama-3.2": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
+    "smollm3": {"eos_token": "<|im_end|>"},
+    "gemma-3": {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
+    "mistral-v0.3": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
 }
+# Published templates, as files (tests/chat_templates/README.md says where each comes from).
+TEMPLATE_FILES = Path(__file__).resolve().parent / "chat_templates"
+# Template variables a caller may set (`chat_template_kwargs`), each rendered both ways.
+TEMPLATE_VARIABLES = {
+    "llama31": [{}, {"date_string": "01 Jan 2025"}],
+    "llama-3.2": [{}, {"date_string": "01 Jan 2025"}],
+    "qwen3": [{}, {"enable_thinking": False}],
+    "smollm3": [{}, {"enable_thinking": False}],
+}
+# Templates that print today's date when no date is given (strftime_now).
+TODAY = re.compile(r"Today Date: \d\d \w+ \d{4}")
 
 HARD = "日本語 👨‍👩‍👧 e\u0301 مرحبا\n\tcode {{ not_a_tag }} {% raw %} <|im_end|> 'quotes' \"double\" \\ "
 CONVERSATIONS = {
@@ -396,6 +413,9 @@ def templates(smollm2) -> dict[str, str]:
         "phi35": PHI35_TEMPLATE,
         "zephyr": ZEPHYR_TEMPLATE,
         "alternating": ALTERNATING_TEMPLATE,
+    } | {
+        name: (TEMPLATE_FILES / f"{name}.jinja").read_text(encoding="utf-8")
+        for name in ("qwen3", "llama-3.2", "smollm3", "gemma-3", "mistral-v0.3")
     }
 
 
@@ -418,7 +438,7 @@ def test_chat_templates_render_as_transformers_does(page, templates):
     for name, template in templates.items():
         for conversation, messages in CONVERSATIONS.items():
             for add_generation_prompt in (True, False):
-                for variables in ({}, {"date_string": "01 Jan 2025"}) if name == "llama31" else ({},):
+                for variables in TEMPLATE_VARIABLES.get(name, [{}]):
                     cases.append(
                         {
                             "name": name,
@@ -450,10 +470,9 @@ def test_chat_templates_render_as_transformers_does(page, templates):
             }
             refused.append(label)
             continue
-        if case["name"] == "llama31" and not case["variables"]:
+        if "date_string" not in case["variables"]:
             # Today's date from strftime_now: Python's clock and the page's may straddle midnight.
-            today = re.compile(r"Today Date: \d\d \w\w\w \d{4}")
-            js, want = today.sub("Today Date: <today>", js), today.sub("Today Date: <today>", want)
+            js, want = TODAY.sub("Today Date: <today>", js), TODAY.sub("Today Date: <today>", want)
         assert js == want, label
     # The alternating template refuses system messages and two users in a row, and nothing else.
     assert {label.split(" / ")[1] for label in refused} == {"system_user", "multi_turn", "empty_system"}
@@ -465,8 +484,8 @@ def test_plain_jinja2_differs_from_transformers_only_on_trim_blocks(templates):
     transformers renders with trim_blocks and lstrip_blocks, and so does the browser."""
     differ = set()
     for name, template in templates.items():
-        if name == "alternating":
-            continue  # plain jinja2 has no raise_exception
+        if name == "alternating" or (TEMPLATE_FILES / f"{name}.jinja").exists():
+            continue  # plain jinja2 has no raise_exception, strftime_now or {% generation %}
         for messages in CONVERSATIONS.values():
             kwargs = {"add_generation_prompt": True, **SPECIAL_TOKENS[name], "date_string": "01 Jan 2025"}
             plain = jinja2.Environment().from_string(template).render(messages=messages, **kwargs)

@@ -100,6 +100,58 @@ PRESETS: dict[str, Preset] = {
             quantization="q4f16_1",
             config="Qwen2.5-1.5B-Instruct.json",
         ),
+        Preset(
+            name="qwen3-0.6b",
+            source="Qwen/Qwen3-0.6B",
+            description="Qwen3-0.6B (0.6B, thinking on or off, 40k context, 152k vocabulary)",
+            # f32 like qwen2.5-0.5b: small enough to run on any adapter, shader-f16 or not.
+            quantization="q4f32_1",
+            config="Qwen3-0.6B.json",
+        ),
+        Preset(
+            name="qwen3-1.7b",
+            source="Qwen/Qwen3-1.7B",
+            description="Qwen3-1.7B (1.7B, thinking on or off, 40k context, 152k vocabulary)",
+            quantization="q4f16_1",
+            config="Qwen3-1.7B.json",
+        ),
+        Preset(
+            name="qwen3-4b",
+            source="Qwen/Qwen3-4B",
+            description="Qwen3-4B (4B, thinking on or off, 40k context, 152k vocabulary)",
+            quantization="q4f16_1",
+            config="Qwen3-4B.json",
+        ),
+        Preset(
+            name="llama-3.2-1b",
+            source="meta-llama/Llama-3.2-1B-Instruct",
+            description="Llama-3.2-1B-Instruct (1.2B, 128k context; a gated repo: accept its license on the Hub)",
+            quantization="q4f16_1",
+            config="Llama-3.2-1B-Instruct.json",
+        ),
+        Preset(
+            name="llama-3.2-3b",
+            source="meta-llama/Llama-3.2-3B-Instruct",
+            description="Llama-3.2-3B-Instruct (3.2B, 128k context; a gated repo: accept its license on the Hub)",
+            quantization="q4f16_1",
+            config="Llama-3.2-3B-Instruct.json",
+        ),
+        Preset(
+            name="smollm3-3b",
+            source="HuggingFaceTB/SmolLM3-3B",
+            description="SmolLM3-3B (3B, rotary left out of every fourth layer, 64k context)",
+            quantization="q4f16_1",
+            # Its published config.json could not be fetched here: this one carries the published
+            # architecture fields (from copies of the file), not necessarily every other key.
+            config="SmolLM3-3B.json",
+        ),
+        Preset(
+            name="mistral-7b",
+            source="mistralai/Mistral-7B-Instruct-v0.3",
+            description="Mistral-7B-Instruct-v0.3 (7.2B, 32k context)",
+            quantization="q4f16_1",
+            config="Mistral-7B-Instruct-v0.3.json",
+        ),
     )
 }
 

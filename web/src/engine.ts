@@ -129,9 +129,14 @@ export class Engine implements ChatEngine {
     const maxTokens = request.max_tokens ?? DEFAULT_MAX_TOKENS;
     if (!(Number.isInteger(maxTokens) && maxTokens > 0)) throw invalid(`max_tokens must be a positive integer.`);
     const topLogprobs = validateLogprobs(request);
+    const templateVariables = request.chat_template_kwargs ?? {};
+    if (typeof templateVariables !== "object" || Array.isArray(templateVariables)) {
+      throw invalid("chat_template_kwargs must be an object of template variables, e.g. {enable_thinking: false}.");
+    }
     if (this.busy) throw new EngineError("busy", "A completion is already running; wait for it or interrupt it.");
     const chunks = this.stream(chat, request, {
       messages: request.messages,
+      templateVariables,
       sampling,
       maxTokens,
       stop: request.stop == null ? [] : Array.isArray(request.stop) ? request.stop : [request.stop],

@@ -23,6 +23,9 @@ export interface ChatCompletionRequest {
   top_logprobs?: number;
   // Not OpenAI: keep generating through end-of-sequence tokens (benchmarks need a fixed length).
   ignore_eos?: boolean;
+  // Not OpenAI (vLLM's name): variables for the model's chat template, e.g. Qwen3's and
+  // SmolLM3's `{enable_thinking: false}` or Llama 3.x's `{date_string: "01 Jan 2025"}`.
+  chat_template_kwargs?: Record<string, unknown>;
 }
 
 // `token_id` is not in OpenAI's schema: golden-output checks compare ids, not strings.

@@ -27,6 +27,7 @@ export interface LoadedChat {
 
 export interface GenerationOptions {
   messages: ChatMessage[];
+  templateVariables: Record<string, unknown>;
   sampling: SamplingParams;
   maxTokens: number;
   stop: string[];
@@ -47,7 +48,7 @@ export type GenerationEvent = { logprobs: TokenLogprob[] } & (
 export async function* generate(chat: LoadedChat, options: GenerationOptions): AsyncGenerator<GenerationEvent> {
   const { model, tokenizer } = chat;
   const config = model.config;
-  const promptIds = promptTokens(chat, options.messages);
+  const promptIds = promptTokens(chat, options.messages, options.templateVariables);
   const budget = Math.min(options.maxTokens, config.context_window - promptIds.length);
   const newIds = promptIds.slice(rewind(chat, promptIds));
   const source = new TokenSource(model, options);
@@ -108,13 +109,17 @@ export async function* generate(chat: LoadedChat, options: GenerationOptions): A
 }
 
 // The conversation as token ids, with the generation prompt; refused if no reply would fit.
-function promptTokens({ model, tokenizer, template }: LoadedChat, messages: ChatMessage[]): number[] {
+function promptTokens(
+  { model, tokenizer, template }: LoadedChat,
+  messages: ChatMessage[],
+  variables: Record<string, unknown>,
+): number[] {
   const config = model.config;
   const specialTokens = {
     bos_token: config.bos_token_id !== null ? tokenizer.idToToken(config.bos_token_id) : undefined,
     eos_token: tokenizer.idToToken(config.eos_token_ids[0]),
   };
-  const ids = tokenizer.encode(template.render(messages, { addGenerationPrompt: true, specialTokens }));
+  const ids = tokenizer.encode(template.render(messages, { addGenerationPrompt: true, specialTokens, variables }));
   if (ids.length + 1 > config.context_window) {
     throw new EngineError(
       "context-overflow",

@@ -8,7 +8,14 @@ from typing import Any
 
 from webllm_build.errors import LoaderError
 from webllm_build.models.base import DecoderModel, ModelConfig
-from webllm_build.models.llama import LlamaForCausalLM, llama_config, qwen2_config
+from webllm_build.models.llama import (
+    LlamaForCausalLM,
+    llama_config,
+    mistral_config,
+    qwen2_config,
+    qwen3_config,
+    smollm3_config,
+)
 from webllm_build.models.phi import PhiForCausalLM, phi_config
 
 __all__ = ["ARCHITECTURES", "Architecture", "DecoderModel", "ModelConfig", "architecture_of"]
@@ -59,6 +66,29 @@ ARCHITECTURES: dict[str, Architecture] = {
         LlamaForCausalLM,
         LLAMA_FUSIONS,
         "Qwen2, Qwen2.5 (0.5B-7B)",
+    ),
+    # A Llama with an RMSNorm per query and key head (self_attn.q_norm / k_norm).
+    "Qwen3ForCausalLM": Architecture(
+        "Qwen3ForCausalLM",
+        qwen3_config,
+        LlamaForCausalLM,
+        LLAMA_FUSIONS,
+        "Qwen3 (0.6B-32B dense)",
+    ),
+    # A Llama that leaves rotary out of every fourth layer (`no_rope_layers`).
+    "SmolLM3ForCausalLM": Architecture(
+        "SmolLM3ForCausalLM",
+        smollm3_config,
+        LlamaForCausalLM,
+        LLAMA_FUSIONS,
+        "SmolLM3",
+    ),
+    "MistralForCausalLM": Architecture(
+        "MistralForCausalLM",
+        mistral_config,
+        LlamaForCausalLM,
+        LLAMA_FUSIONS,
+        "Mistral-7B v0.2 / v0.3 (no sliding window)",
     ),
 }
 

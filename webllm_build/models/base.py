@@ -48,6 +48,8 @@ class ModelConfig:
     context_window: int
     prefill_chunk: int
     dtype: str = "float32"
+    # Layers that skip rotary altogether (SmolLM3: every fourth).
+    nope_layers: tuple[int, ...] = ()
     # Checkpoint config fields we do not model, kept for the record.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -107,8 +109,8 @@ class DecoderModel(nn.Module):
         support_sliding_window: tirx.Var,
     ) -> PagedKVCache:
         c = self.config
-        # Longrope is rotated by the model (see `attention`), so the cache must not rotate again.
-        cache_rope = not _is_longrope(c)
+        # Some models rotate q and k themselves (see `attention`): the cache must not again.
+        cache_rope = not model_rotates(c)
         return TIRPagedKVCache(
             attn_kind="mha",
             max_batch_size=max_batch_size,
@@ -172,29 +174,59 @@ class DecoderModel(nn.Module):
 def attention(c: ModelConfig, qkv: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
     """Causal attention of fused (batch, seq, q + k + v heads, head_dim) projections on the cache.
 
-    The cache rotates q and k itself, except for longrope: TVM 0.27's longrope kernel fails to
-    build (it tests a TIR Buffer for truth) and would pick its factors by the length of each
-    forward call rather than by position, so longrope models rotate here and run the cache
-    without rotary.
+    The cache rotates q and k itself, unless the model must (`model_rotates`): TVM 0.27's
+    longrope kernel fails to build (it tests a TIR Buffer for truth) and would pick its factors
+    by the length of each forward call rather than by position, and the cache rotates every
+    layer alike, where SmolLM3 leaves every fourth unrotated. Those models rotate here and run
+    the cache without rotary.
     """
-    if _is_longrope(c):
-        batch, seq_len, _, _ = qkv.shape
-        qkv = _longrope(c, qkv, cache.get_query_positions(batch * seq_len))
+    if model_rotates(c):
+        inv_freq = rotary_inv_freq(c, layer_id)
+        if inv_freq is not None:
+            batch, seq_len, _, _ = qkv.shape
+            qkv = _rotate(c, qkv, cache.get_query_positions(batch * seq_len), inv_freq)
     return cache.attention_with_fused_qkv(layer_id, qkv, c.num_heads, sm_scale=c.head_dim**-0.5)
 
 
-def _is_longrope(c: ModelConfig) -> bool:
-    return c.rope_scaling.get("rope_type") == "longrope"
+def model_rotates(c: ModelConfig) -> bool:
+    return c.rope_scaling.get("rope_type") == "longrope" or bool(c.nope_layers)
 
 
-def _longrope(c: ModelConfig, qkv: Tensor, positions: Tensor) -> Tensor:
-    """Rotate the first `rotary_dim` features of the q and k heads, as transformers' longrope does."""
-    half = c.rotary_dim // 2
-    # transformers' float32 inverse frequencies, computed the same way so the angles agree.
+def rotary_inv_freq(c: ModelConfig, layer_id: int) -> np.ndarray | None:
+    """A layer's rotary inverse frequencies, float32 as transformers computes them (so the angles
+    agree), or None for a layer without rotary."""
+    if layer_id in c.nope_layers:
+        return None
     exponents = np.arange(0, c.rotary_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(c.rotary_dim)
-    factors = np.asarray(c.rope_ext_factors, dtype=np.float32)
-    inv_freq = Tensor.from_const((1.0 / (factors * np.float32(c.rope_theta) ** exponents)).astype(np.float32))
-    scale = tirx.const(c.rope_scaling["attention_factor"], "float32")
+    kind = c.rope_scaling.get("rope_type")
+    if kind == "longrope":
+        factors = np.asarray(c.rope_ext_factors, dtype=np.float32)
+        return (1.0 / (factors * np.float32(c.rope_theta) ** exponents)).astype(np.float32)
+    inv_freq = (1.0 / np.float32(c.rope_theta) ** exponents).astype(np.float32)
+    if kind == "llama3":
+        return _llama3_inv_freq(inv_freq, c.rope_scaling)
+    return inv_freq
+
+
+def _llama3_inv_freq(inv_freq: np.ndarray, scaling: dict[str, Any]) -> np.ndarray:
+    """Llama 3.1's frequency-dependent scaling: long wavelengths slowed by `factor`, short ones
+    kept, the band between blended (transformers' `_compute_llama3_parameters`)."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    original = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > original / low, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= original / high) & (wavelen <= original / low)
+    return np.where(medium, blended, scaled).astype(np.float32)
+
+
+def _rotate(c: ModelConfig, qkv: Tensor, positions: Tensor, inv_freq: np.ndarray) -> Tensor:
+    """Rotate the first `rotary_dim` features of the q and k heads, as transformers does (the
+    halves rotated against each other, longrope's attention factor on cos and sin)."""
+    half = c.rotary_dim // 2
+    freq_tensor = Tensor.from_const(inv_freq)
+    scale = tirx.const(c.rope_scaling.get("attention_factor", 1.0), "float32")
     rotated_heads = c.num_heads + c.num_kv_heads
 
     def rotate(x: te.Tensor, pos: te.Tensor, freq: te.Tensor) -> te.Tensor:
@@ -206,9 +238,9 @@ def _longrope(c: ModelConfig, qkv: Tensor, positions: Tensor) -> Tensor:
             inside = tirx.all(h < rotated_heads, d < c.rotary_dim)
             return tirx.if_then_else(inside, value.astype(x.dtype), x[b, s, h, d])
 
-        return te.compute(x.shape, element, name="longrope")
+        return te.compute(x.shape, element, name="rotary")
 
-    return op.tensor_expr_op(rotate, "longrope", [qkv, positions, inv_freq])
+    return op.tensor_expr_op(rotate, "rotary", [qkv, positions, freq_tensor])
 
 
 def _last_position(hidden: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
-"""Llama-style decoders: Llama 2/3.x, SmolLM2, TinyLlama, Phi-3 / Phi-3.5 / Phi-4-mini, Qwen2 / Qwen2.5.
+"""Llama-style decoders: Llama 2/3.x, SmolLM2, TinyLlama, Phi-3 / Phi-3.5 / Phi-4-mini, Qwen2 /
+Qwen2.5, Qwen3.
 
 Pre-norm blocks with RMSNorm, grouped-query attention on the paged KV cache (rotary applied
-by the cache), and a SiLU-gated MLP. Q/K/V and gate/up are single fused matmuls: one kernel
+by the cache; Qwen3 first RMS-normalizes each query and key head), and a SiLU-gated MLP. Q/K/V and gate/up are single fused matmuls: one kernel
 launch instead of three (two) per layer, which matters most when decoding one token.
 """
 
@@ -23,11 +24,17 @@ class Attention(nn.Module):
         qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
         self.qkv_proj = nn.Linear(c.hidden_size, qkv_width, bias=c.extra.get("attention_bias", False))
         self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=False)
+        if c.extra.get("qk_norm"):
+            self.q_norm = nn.RMSNorm(c.head_dim, -1, c.norm_eps, bias=False)
+            self.k_norm = nn.RMSNorm(c.head_dim, -1, c.norm_eps, bias=False)
 
     def forward(self, x: Tensor, cache: PagedKVCache, layer_id: int) -> Tensor:
         c = self.c
         batch, seq_len, _ = x.shape
         qkv = op.reshape(self.qkv_proj(x), (batch, seq_len, c.num_heads + 2 * c.num_kv_heads, c.head_dim))
+        if c.extra.get("qk_norm"):
+            q, k, v = op.split(qkv, [c.num_heads, c.num_heads + c.num_kv_heads], axis=2)
+            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
         out = attention(c, qkv, cache, layer_id)
         return self.o_proj(op.reshape(out, (batch, seq_len, c.num_heads * c.head_dim)))
 
@@ -84,10 +91,16 @@ class LlamaForCausalLM(DecoderModel):
 
 
 def llama_config(
-    hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str, attention_bias: bool = False
+    hf: dict[str, Any],
+    *,
+    context_window: int,
+    prefill_chunk: int,
+    source: str,
+    attention_bias: bool = False,
+    qk_norm: bool = False,
 ) -> ModelConfig:
     """Llama, SmolLM2, TinyLlama and Phi-3 configs (Phi-3 adds partial rotary and longrope)."""
-    return decoder_config(
+    config = decoder_config(
         hf,
         context_window=context_window,
         prefill_chunk=prefill_chunk,
@@ -95,8 +108,26 @@ def llama_config(
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         partial_rotary_default=1.0,
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        extra={"attention_bias": bool(hf.get("attention_bias", attention_bias))},
+        extra={"attention_bias": bool(hf.get("attention_bias", attention_bias)), "qk_norm": qk_norm},
     )
+    return config
+
+
+def smollm3_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
+    """SmolLM3: a Llama whose `no_rope_layers[i]` is 0 where layer i skips rotary (NoPE); by
+    default every `no_rope_layer_interval`-th layer (transformers' rule)."""
+    _refuse_sliding_window(hf, source)
+    config = llama_config(hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source)
+    uses_rope = hf.get("no_rope_layers")
+    if uses_rope is None:
+        interval = int(hf.get("no_rope_layer_interval", 4))
+        uses_rope = [int((i + 1) % interval != 0) for i in range(config.num_layers)]
+    if len(uses_rope) != config.num_layers:
+        raise LoaderError(
+            f"{source}: `no_rope_layers` has {len(uses_rope)} entries for {config.num_layers} layers."
+        )
+    config.nope_layers = tuple(i for i, rope in enumerate(uses_rope) if not rope)
+    return config
 
 
 def qwen2_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
@@ -104,12 +135,33 @@ def qwen2_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int,
 
     Its configs name no `attention_bias`; the bias is part of the architecture.
     """
+    _refuse_sliding_window(hf, source)
+    return llama_config(
+        hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source, attention_bias=True
+    )
+
+
+def qwen3_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
+    """Qwen3: a Llama with an RMSNorm over each query and key head (before rotary), no q/k/v bias
+    unless the config asks, and a head size of its own (128, not hidden / heads)."""
+    _refuse_sliding_window(hf, source)
+    return llama_config(hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source, qk_norm=True)
+
+
+def mistral_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
+    """Mistral: a Llama; v0.2 and later attend over the whole context (`sliding_window` null)."""
+    if hf.get("sliding_window") is not None:
+        raise LoaderError(
+            f"{source}: sliding-window attention (`sliding_window` = {hf['sliding_window']}, as in "
+            f"Mistral-7B v0.1) is not supported; Mistral-7B-Instruct v0.2 and v0.3 set it to null."
+        )
+    return llama_config(hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source)
+
+
+def _refuse_sliding_window(hf: dict[str, Any], source: str) -> None:
     sliding = hf.get("use_sliding_window") or "sliding_attention" in (hf.get("layer_types") or [])
     if sliding:
         raise LoaderError(
             f"{source}: sliding-window attention (`use_sliding_window`) is not supported; the "
-            f"published Qwen2 / Qwen2.5 checkpoints leave it off."
+            f"published Qwen2 / Qwen2.5 / Qwen3 / SmolLM3 checkpoints leave it off."
         )
-    return llama_config(
-        hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source, attention_bias=True
-    )
