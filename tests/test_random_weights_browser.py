@@ -20,6 +20,7 @@ from webllm_build.serve import serve_in_background
 from webllm_build.site import SiteOptions, build_site
 from webllm_build.verify.bench import model_facts
 from webllm_build.verify.runner import CpuModel
+from webllm_build.verify.sitepage import SitePage
 from webllm_build.verify.testing import PageModel, stage_models
 
 PROMPT = [5, 17, 42, 7, 99, 3, 25, 11, 9]
@@ -128,3 +129,44 @@ def test_site_marks_a_random_weights_model(tmp_path, wasm_runtime):
     random_records = json.loads((model_dir / "tensor-cache.json").read_text())["random"]["records"]
     with serve_in_background(result.directory) as url:
         assert model_facts(url, entry)["weight_bytes"] == sum(r["nbytes"] for r in random_records) > 0
+
+
+# The smallest preset of each family added with Qwen3, SmolLM3 and Llama 3.2, as a visitor's
+# browser gets it (random weights: nothing to download), in f32 since SwiftShader has no
+# shader-f16. A short context keeps SwiftShader's KV cache small. mistral-7b (4.3 GiB of 4-bit
+# weights) loads on SwiftShader in ~42 s too, but a reply takes minutes: measured, not tested.
+FAMILY_PRESETS = ["qwen3-0.6b", "llama-3.2-1b", "smollm3-3b"]
+
+
+@pytest.mark.parametrize("preset", FAMILY_PRESETS)
+def test_smallest_preset_of_each_family_loads_and_answers(tmp_path, wasm_runtime, browser, preset):
+    site = build_site(
+        SiteOptions(
+            models=[preset],
+            quantization="q4f32_1",
+            out=tmp_path / "dist",
+            context_window=512,
+            random_weights=True,
+            schedules=CI_SCHEDULES,
+        )
+    ).directory
+    (entry,) = json.loads((site / "site.json").read_text())["models"]
+    with serve_in_background(site) as url:
+        page = SitePage(browser, url, timeout_s=600)
+        try:
+            loaded = page.load(entry["id"])
+            assert loaded["error"] is None, loaded["error"]
+            reply = page.create(
+                {
+                    "messages": [{"role": "user", "content": "Hello!"}],
+                    "max_tokens": 4,
+                    "ignore_eos": True,
+                    "logprobs": True,
+                }
+            )
+        finally:
+            page.close()
+    assert reply["error"] is None, reply["error"]
+    assert reply["usage"]["completion_tokens"] == 4 and reply["finish_reason"] == "length"
+    assert all(np.isfinite(entry["logprob"]) and entry["logprob"] <= 0 for entry in reply["logprobs"])
+    print(f"\n{preset}: loaded in {loaded['seconds']:.1f} s, replied {reply['content']!r} in {reply['seconds']:.1f} s")

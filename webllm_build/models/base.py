@@ -38,8 +38,8 @@ class ModelConfig:
     rope_theta: float
     # Phi rotates only the first part of each head (partial_rotary_factor).
     rotary_dim: int
-    # {} or {"rope_type": "llama3", ...} in TVM's KV-cache form, which the cache applies; or
-    # {"rope_type": "longrope", "attention_factor": ...}, which the model applies (`attention`).
+    # {}, {"rope_type": "llama3", ...} or {"rope_type": "longrope", "attention_factor": ...};
+    # all but the default are applied by the model, not the cache (`attention`).
     rope_scaling: dict[str, Any]
     # Longrope's per-frequency divisors, chosen for the context window (short or long factors).
     rope_ext_factors: list[float] | None
@@ -176,9 +176,11 @@ def attention(c: ModelConfig, qkv: Tensor, cache: PagedKVCache, layer_id: int) -
 
     The cache rotates q and k itself, unless the model must (`model_rotates`): TVM 0.27's
     longrope kernel fails to build (it tests a TIR Buffer for truth) and would pick its factors
-    by the length of each forward call rather than by position, and the cache rotates every
-    layer alike, where SmolLM3 leaves every fourth unrotated. Those models rotate here and run
-    the cache without rotary.
+    by the length of each forward call rather than by position; its llama3 kernel fails to
+    build for WebGPU at Llama 3.2-1B's shapes (head size 64, theta 5e5: "cse_v20 has been used
+    before definition"); and the cache rotates every layer alike, where SmolLM3 leaves every
+    fourth unrotated. Those models rotate here, with frequencies computed as transformers
+    computes them, and run the cache without rotary.
     """
     if model_rotates(c):
         inv_freq = rotary_inv_freq(c, layer_id)
@@ -189,7 +191,7 @@ def attention(c: ModelConfig, qkv: Tensor, cache: PagedKVCache, layer_id: int) -
 
 
 def model_rotates(c: ModelConfig) -> bool:
-    return c.rope_scaling.get("rope_type") == "longrope" or bool(c.nope_layers)
+    return c.rope_scaling.get("rope_type") in ("longrope", "llama3") or bool(c.nope_layers)
 
 
 def rotary_inv_freq(c: ModelConfig, layer_id: int) -> np.ndarray | None:
