@@ -318,7 +318,13 @@ make_qwen2 = _factory(
 
 make_qwen3 = _factory(
     "Qwen3",
-    {"num_key_value_heads": 2, "head_dim": 32, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    {
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "rope_theta": 1e6,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+    },
     "A Qwen3ForCausalLM as Qwen3-0.6B is: GQA, an RMSNorm per query and key head, tied embeddings, "
     "and heads wider than hidden / heads (here 4 x 32 over a hidden size of 64).",
     chat_template=QWEN2_TEMPLATE,
@@ -327,7 +333,13 @@ make_qwen3 = _factory(
 
 make_smollm3 = _factory(
     "SmolLM3",
-    {"num_hidden_layers": 4, "num_key_value_heads": 2, "rope_theta": 5e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    {
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 2,
+        "rope_theta": 5e6,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+    },
     "A SmolLM3ForCausalLM: a Llama (GQA, tied) whose every fourth layer skips rotary, so four "
     "layers to have one such.",
 )

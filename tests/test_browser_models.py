@@ -136,7 +136,9 @@ def test_gguf_blocks_taken_over_exactly_match_transformers_on_the_file(tiny_site
 
 @pytest.mark.parametrize("name", ["qwen2", "qwen3", "smollm3"])
 @pytest.mark.parametrize("schedule", SCHEDULES)
-def test_quantized_qwen_and_smollm3_match_transformers_on_dequantized_weights(tiny_site, browser, schedule, name):
+def test_quantized_qwen_and_smollm3_match_transformers_on_dequantized_weights(
+    tiny_site, browser, schedule, name
+):
     """Qwen2's q/k/v biases, tied embeddings and theta 1e6; Qwen3's per-head q/k norms and heads
     wider than hidden / heads; SmolLM3's layers without rotary (rotated by the model) on WebGPU.
 

@@ -145,7 +145,9 @@ def test_chat_template_kwargs_reach_the_template(served, engine_page):
     _, _, compiled = served
     kwargs = {"reply_prefix": "Sure, here it is:"}
     plain = engine_page.evaluate(CREATE, {"messages": FIRST, "max_tokens": 1})
-    primed = engine_page.evaluate(CREATE, {"messages": FIRST, "max_tokens": 1, "chat_template_kwargs": kwargs})
+    primed = engine_page.evaluate(
+        CREATE, {"messages": FIRST, "max_tokens": 1, "chat_template_kwargs": kwargs}
+    )
     assert plain["usage"]["prompt_tokens"] == len(prompt_ids(compiled, FIRST))
     assert primed["usage"]["prompt_tokens"] == len(prompt_ids(compiled, FIRST, **kwargs))
     assert primed["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]

@@ -169,4 +169,5 @@ def test_smallest_preset_of_each_family_loads_and_answers(tmp_path, wasm_runtime
     assert reply["error"] is None, reply["error"]
     assert reply["usage"]["completion_tokens"] == 4 and reply["finish_reason"] == "length"
     assert all(np.isfinite(entry["logprob"]) and entry["logprob"] <= 0 for entry in reply["logprobs"])
-    print(f"\n{preset}: loaded in {loaded['seconds']:.1f} s, replied {reply['content']!r} in {reply['seconds']:.1f} s")
+    seconds = f"loaded in {loaded['seconds']:.1f} s, replied in {reply['seconds']:.1f} s"
+    print(f"\n{preset}: {seconds}: {reply['content']!r}")

@@ -125,14 +125,14 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="llama-3.2-1b",
             source="meta-llama/Llama-3.2-1B-Instruct",
-            description="Llama-3.2-1B-Instruct (1.2B, 128k context; a gated repo: accept its license on the Hub)",
+            description="Llama-3.2-1B-Instruct (1.2B, 128k context; gated: accept its license on the Hub)",
             quantization="q4f16_1",
             config="Llama-3.2-1B-Instruct.json",
         ),
         Preset(
             name="llama-3.2-3b",
             source="meta-llama/Llama-3.2-3B-Instruct",
-            description="Llama-3.2-3B-Instruct (3.2B, 128k context; a gated repo: accept its license on the Hub)",
+            description="Llama-3.2-3B-Instruct (3.2B, 128k context; gated: accept its license on the Hub)",
             quantization="q4f16_1",
             config="Llama-3.2-3B-Instruct.json",
         ),

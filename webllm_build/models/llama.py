@@ -1,9 +1,10 @@
-"""Llama-style decoders: Llama 2/3.x, SmolLM2, TinyLlama, Phi-3 / Phi-3.5 / Phi-4-mini, Qwen2 /
-Qwen2.5, Qwen3.
+"""Llama-style decoders: Llama 2/3.x, SmolLM2/3, TinyLlama, Phi-3 / Phi-3.5 / Phi-4-mini, Qwen2 /
+Qwen2.5, Qwen3, Mistral.
 
 Pre-norm blocks with RMSNorm, grouped-query attention on the paged KV cache (rotary applied
-by the cache; Qwen3 first RMS-normalizes each query and key head), and a SiLU-gated MLP. Q/K/V and gate/up are single fused matmuls: one kernel
-launch instead of three (two) per layer, which matters most when decoding one token.
+by the cache or the model, base.attention; Qwen3 first RMS-normalizes each query and key head),
+and a SiLU-gated MLP. Q/K/V and gate/up are single fused matmuls: one kernel launch instead of
+three (two) per layer, which matters most when decoding one token.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def llama_config(
     return config
 
 
-def smollm3_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
+def smollm3_config(
+    hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str
+) -> ModelConfig:
     """SmolLM3: a Llama whose `no_rope_layers[i]` is 0 where layer i skips rotary (NoPE); by
     default every `no_rope_layer_interval`-th layer (transformers' rule)."""
     _refuse_sliding_window(hf, source)
@@ -145,10 +148,14 @@ def qwen3_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int,
     """Qwen3: a Llama with an RMSNorm over each query and key head (before rotary), no q/k/v bias
     unless the config asks, and a head size of its own (128, not hidden / heads)."""
     _refuse_sliding_window(hf, source)
-    return llama_config(hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source, qk_norm=True)
+    return llama_config(
+        hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source, qk_norm=True
+    )
 
 
-def mistral_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
+def mistral_config(
+    hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str
+) -> ModelConfig:
     """Mistral: a Llama; v0.2 and later attend over the whole context (`sliding_window` null)."""
     if hf.get("sliding_window") is not None:
         raise LoaderError(
