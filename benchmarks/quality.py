@@ -88,8 +88,11 @@ def public_domain_text() -> str:
     return text.read_text(encoding="utf-8")
 
 
-def random_llama(directory: Path, shape: dict[str, int]) -> Path:
-    """A Llama with transformers' own random init (seeded), saved as safetensors."""
+def random_llama(directory: Path, shape: dict[str, int], smollm2: Any) -> Path:
+    """A Llama with transformers' own random init (seeded), saved as safetensors, with SmolLM2's
+    tokenizer and chat template (the vocabulary sizes agree)."""
+    import shutil
+
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -100,9 +103,14 @@ def random_llama(directory: Path, shape: dict[str, int]) -> Path:
         max_position_embeddings=2048,
         initializer_range=RANDOM_INIT,
         tie_word_embeddings=False,
+        bos_token_id=smollm2.config["bos_token_id"],
+        eos_token_id=smollm2.config["eos_token_ids"],
         **shape,
     )
     LlamaForCausalLM(config).eval().save_pretrained(directory)
+    shutil.copy(smollm2.tokenizer, directory / "tokenizer.json")
+    tokenizer_config = {"chat_template": smollm2.config["chat_template"]}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
     return directory
 
 
@@ -206,7 +214,7 @@ def main() -> None:
         wanted = args.models.split(",")
         # Only the random Llamas asked for are made (the mid one is ~600 MB of safetensors).
         specs = {"smollm2": "smollm2-135m"} | {
-            name: str(random_llama(work / f"random-{name}", shape))
+            name: str(random_llama(work / f"random-{name}", shape, smollm2))
             for name, shape in RANDOM_LLAMAS.items()
             if name in wanted
         }
