@@ -458,19 +458,32 @@ def test_cli_reports_an_unsupported_architecture_without_a_traceback(good_checkp
 
 
 @pytest.mark.parametrize(
-    "factory, overrides, names",
+    "factory, overrides, switch",
     [
         (make_qwen2, {"use_sliding_window": True, "sliding_window": 16}, "use_sliding_window"),
         (make_qwen3, {"use_sliding_window": True, "sliding_window": 16}, "use_sliding_window"),
-        (make_mistral, {"sliding_window": 16}, "`sliding_window` = 16"),
+        (make_mistral, {"sliding_window": 16}, "sliding_window"),
     ],
 )
-def test_sliding_window_is_refused_naming_the_field(tmp_path, factory, overrides, names):
+def test_sliding_window_longer_context_is_refused_naming_the_field(tmp_path, factory, overrides, switch):
     checkpoint = factory(tmp_path / "ckpt", **overrides)
+    options = BuildOptions(model=str(checkpoint), context_window=64, target="cpu")
     with pytest.raises(WebLLMBuildError, match="sliding-window") as caught:
-        plan_and_build(BuildOptions(model=str(checkpoint), target="cpu"), tmp_path / "out")
-    assert names in str(caught.value)
+        plan_and_build(options, tmp_path / "out")
+    assert f"`{switch}`" in str(caught.value) and "--context-window 16" in str(caught.value)
     _assert_nothing_written(tmp_path / "out")
+
+
+def test_sliding_window_as_long_as_the_context_matches_transformers(tmp_path):
+    """Mistral v0.1's case: a window the compiled context never exceeds changes nothing."""
+    checkpoint = make_mistral(tmp_path / "ckpt", seed=7, initializer_range=INIT_STD, sliding_window=16)
+    options = BuildOptions(
+        model=str(checkpoint), quantization="q0f32", context_window=16, prefill_chunk=4, target="cpu"
+    )
+    ours = CpuModel(plan_and_build(options, tmp_path / "out").directory)
+    prompt = PROMPTS[0][:10]
+    error = max_error(ours.prefill(prompt), hf_last_logits(transformers_model(checkpoint), prompt))
+    assert error <= LOGIT_TOLERANCE
 
 
 def test_qwen2_preset_without_network_says_how_to_get_it(tmp_path):

@@ -119,7 +119,7 @@ def smollm3_config(
 ) -> ModelConfig:
     """SmolLM3: a Llama whose `no_rope_layers[i]` is 0 where layer i skips rotary (NoPE); by
     default every `no_rope_layer_interval`-th layer (transformers' rule)."""
-    _refuse_sliding_window(hf, source)
+    _refuse_sliding_window(hf, source, context_window)
     config = llama_config(hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source)
     uses_rope = hf.get("no_rope_layers")
     if uses_rope is None:
@@ -138,7 +138,7 @@ def qwen2_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int,
 
     Its configs name no `attention_bias`; the bias is part of the architecture.
     """
-    _refuse_sliding_window(hf, source)
+    _refuse_sliding_window(hf, source, context_window)
     return llama_config(
         hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source, attention_bias=True
     )
@@ -147,7 +147,7 @@ def qwen2_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int,
 def qwen3_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str) -> ModelConfig:
     """Qwen3: a Llama with an RMSNorm over each query and key head (before rotary), no q/k/v bias
     unless the config asks, and a head size of its own (128, not hidden / heads)."""
-    _refuse_sliding_window(hf, source)
+    _refuse_sliding_window(hf, source, context_window)
     return llama_config(
         hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source, qk_norm=True
     )
@@ -156,19 +156,31 @@ def qwen3_config(hf: dict[str, Any], *, context_window: int, prefill_chunk: int,
 def mistral_config(
     hf: dict[str, Any], *, context_window: int, prefill_chunk: int, source: str
 ) -> ModelConfig:
-    """Mistral: a Llama; v0.2 and later attend over the whole context (`sliding_window` null)."""
+    """Mistral: a Llama; v0.1 attends over a sliding window of 4096 tokens, v0.2 and later over
+    the whole context (`sliding_window` null)."""
     if hf.get("sliding_window") is not None:
-        raise LoaderError(
-            f"{source}: sliding-window attention (`sliding_window` = {hf['sliding_window']}, as in "
-            f"Mistral-7B v0.1) is not supported; Mistral-7B-Instruct v0.2 and v0.3 set it to null."
-        )
+        _check_sliding_window(hf, source, context_window, "sliding_window")
     return llama_config(hf, context_window=context_window, prefill_chunk=prefill_chunk, source=source)
 
 
-def _refuse_sliding_window(hf: dict[str, Any], source: str) -> None:
-    sliding = hf.get("use_sliding_window") or "sliding_attention" in (hf.get("layer_types") or [])
-    if sliding:
+def _refuse_sliding_window(hf: dict[str, Any], source: str, context_window: int) -> None:
+    """Qwen2/3 and SmolLM3 configs switch sliding windows on with `use_sliding_window` (or name
+    `sliding_attention` layers); the published checkpoints leave them off."""
+    if hf.get("use_sliding_window") or "sliding_attention" in (hf.get("layer_types") or []):
+        _check_sliding_window(hf, source, context_window, "use_sliding_window")
+
+
+def _check_sliding_window(hf: dict[str, Any], source: str, context_window: int, switch: str) -> None:
+    """A window at least as long as the compiled context never takes effect: such a model is
+    built as it is (exactly transformers' attention). Longer contexts are refused (TVM's cache
+    supports per-layer windows; docs/sliding_window.md says what is left to do)."""
+    window = hf.get("sliding_window")
+    if window is None or context_window > window:
         raise LoaderError(
-            f"{source}: sliding-window attention (`use_sliding_window`) is not supported; the "
-            f"published Qwen2 / Qwen2.5 / Qwen3 / SmolLM3 checkpoints leave it off."
+            f"{source}: sliding-window attention (`{switch}`, a window of {window} tokens) is "
+            f"supported only with a context window no longer than the window, where it never "
+            f"takes effect; this build's context window is {context_window} tokens. Build with "
+            f"--context-window {window} (or less)."
+            if window is not None
+            else f"{source}: `{switch}` is set but `sliding_window` is missing."
         )
