@@ -385,7 +385,7 @@ BAD_INPUTS = {
     "unsupported-architecture": (
         _edit_config(architectures=["MambaForCausalLM"]),
         "q0f32",
-        ["architectures", "MambaForCausalLM", "LlamaForCausalLM, Phi3ForCausalLM, PhiForCausalLM"],
+        ["architectures", "MambaForCausalLM", "LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM"],
     ),
     "wrong-shape": (
         _edit_config(intermediate_size=96),
