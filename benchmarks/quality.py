@@ -44,7 +44,7 @@ from webllm_build.verify.reference import hf_greedy
 from webllm_build.verify.runner import CpuModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from prompts import EVERYDAY_PROMPTS  # noqa: E402  (the tests' prompts, one list for both)
+from prompts import EVERYDAY_PROMPTS, chat_prompt_ids  # noqa: E402  (the tests' prompts, one list for both)
 
 # f32 and f16 scales (f16 schemes also compute in f16): q4f16_asym stores as many bits per
 # weight as q4f32_1 (a 16-bit scale and a 16-bit minimum, or one 32-bit scale, per 32 values).
@@ -230,20 +230,13 @@ def main() -> None:
 
 def tokenized(smollm2: Any, tokens: int) -> tuple[list[list[int]], list[int]]:
     """The chat prompts rendered by SmolLM2's template, and the text's first `tokens` tokens."""
-    import jinja2.sandbox
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(smollm2.tokenizer))
-    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    template = environment.from_string(smollm2.config["chat_template"])
-    prompts = [
-        tokenizer.encode(
-            template.render(messages=[{"role": "user", "content": text}], add_generation_prompt=True),
-            add_special_tokens=False,
-        ).ids
-        for text in EVERYDAY_PROMPTS
-    ]
-    return prompts, tokenizer.encode(public_domain_text(), add_special_tokens=False).ids[:tokens]
+    prompts = chat_prompt_ids(smollm2.tokenizer, smollm2.config["chat_template"], EVERYDAY_PROMPTS)
+    text_ids = Tokenizer.from_file(str(smollm2.tokenizer)).encode(
+        public_domain_text(), add_special_tokens=False
+    )
+    return prompts, text_ids.ids[:tokens]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """Chat prompts of our own for the real default model (SmolLM2-135M-Instruct), shared by the CPU
-build's tests (test_models.py) and the site's in Chromium (test_site_chat.py)."""
+build's tests (test_models.py) and the site's in Chromium (test_site_chat.py), and by
+benchmarks/quality.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 CHAT_PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers."]
 
@@ -24,3 +29,21 @@ EVERYDAY_PROMPTS = [
     "Recommend a fruit that is high in vitamin C.",
     "What language is spoken in Brazil?",
 ]
+
+
+def chat_prompt_ids(tokenizer_file: str | Path, chat_template: str, texts: list[str]) -> list[list[int]]:
+    """Each text as a one-message chat with the generation prompt, rendered as transformers
+    renders chat templates (a sandbox with trim_blocks and lstrip_blocks) and tokenized."""
+    import jinja2.sandbox
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    environment = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    template = environment.from_string(chat_template)
+    return [
+        tokenizer.encode(
+            template.render(messages=[{"role": "user", "content": text}], add_generation_prompt=True),
+            add_special_tokens=False,
+        ).ids
+        for text in texts
+    ]

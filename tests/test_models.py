@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2.sandbox
 import numpy as np
 import pytest
 import torch
@@ -32,10 +31,9 @@ from checkpoints import (
     make_smollm3,
 )
 from conftest import run_cli
-from prompts import CHAT_PROMPTS, EVERYDAY_PROMPTS
+from prompts import CHAT_PROMPTS, EVERYDAY_PROMPTS, chat_prompt_ids
 from reference import hf_last_logits, requantize_
 from safetensors.numpy import load_file, save_file
-from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from webllm_build.build import plan_and_build
@@ -294,17 +292,7 @@ def smollm2(tmp_path_factory):
         for q in ("q0f32", "q4f32_1", "q4f32_asym")
     }
     config = compiled["q0f32"].config
-    tokenizer = Tokenizer.from_file(str(compiled["q0f32"].tokenizer))
-    # transformers renders chat templates in this environment, with these options.
-    template = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    template = template.from_string(config["chat_template"])
-    prompts = [
-        tokenizer.encode(
-            template.render(messages=[{"role": "user", "content": text}], add_generation_prompt=True),
-            add_special_tokens=False,
-        ).ids
-        for text in CHAT_PROMPTS
-    ]
+    prompts = chat_prompt_ids(compiled["q0f32"].tokenizer, config["chat_template"], CHAT_PROMPTS)
     gguf = resolve_model(SMOLLM2).path
     reference = transformers_model(gguf.parent, gguf_file=gguf.name)
     eos = config["eos_token_ids"]
@@ -340,14 +328,11 @@ def test_smollm2_gguf_blocks_taken_over_answer_as_transformers_on_the_file(smoll
     gguf = resolve_model(SMOLLM2).path
     reference = transformers_model(gguf.parent, gguf_file=gguf.name)
     exact = CpuModel(directories["q4f32_asym"])
-    tokenizer = Tokenizer.from_file(str(directories["q4f32_asym"] / exact.config["tokenizer"]))
-    template = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    template = template.from_string(exact.config["chat_template"])
+    tokenizer = directories["q4f32_asym"] / exact.config["tokenizer"]
+    prompts = chat_prompt_ids(tokenizer, exact.config["chat_template"], EVERYDAY_PROMPTS)
     eos = exact.config["eos_token_ids"]
     differing = []
-    for text in EVERYDAY_PROMPTS:
-        rendered = template.render(messages=[{"role": "user", "content": text}], add_generation_prompt=True)
-        ids = tokenizer.encode(rendered, add_special_tokens=False).ids
+    for text, ids in zip(EVERYDAY_PROMPTS, prompts, strict=True):
         exact.reset()
         if exact.greedy(ids, SMOLLM2_STEPS) != transformers_greedy(reference, ids, SMOLLM2_STEPS, eos).tokens:
             differing.append(text)
