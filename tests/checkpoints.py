@@ -12,6 +12,7 @@ returns its path; keyword overrides go straight into the config class:
     make_qwen3(tmp_path / "qwen3")                                 # q/k norm, head_dim 32 != 64/4
     make_smollm3(tmp_path / "smollm3")                             # no rotary in layer 3 of 4
     make_mistral(tmp_path / "mistral")                             # a Llama by another name
+    make_gemma3(tmp_path / "gemma3")                               # local + global layers, window 16
     make_hostile_llama(tmp_path / "h", ["<b>", "</b>"])          # greedy reply: exactly those tokens
 
 Weights are seeded, so the same call writes the same values.
@@ -162,11 +163,12 @@ def _save(
                 if name.endswith(".bias"):
                     param.normal_(0.0, config.initializer_range)
     if random_norms:
-        # Norm gains start at 1, which would leave a wrong or missing gain (q/k norms) unseen.
+        # Norm gains start at 1 (Gemma's offsets at 0), which would leave a wrong or missing gain
+        # (q/k norms) unseen.
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if name.endswith("norm.weight"):
-                    param.normal_(1.0, 0.2)
+                    param.normal_(float(param.mean()), 0.2)
     if safe_serialization:
         model.save_pretrained(directory, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     else:
@@ -221,9 +223,10 @@ def _save_torch_bin(model: Any, directory: Path, max_shard_bytes: int | None) ->
     (directory / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
 
 
-def _factory(arch: str, defaults: dict[str, Any], doc: str, **save_options: Any):
+def _factory(arch: str, defaults: dict[str, Any], doc: str, config_class: str = "", **save_options: Any):
     """A `make_<arch>(directory, *, seed, dtype, max_shard_size, safe_serialization, **config)`
-    that saves transformers' `<arch>ForCausalLM` with `defaults` under the overrides."""
+    that saves transformers' `<arch>ForCausalLM` with `defaults` under the overrides (its config
+    class `<arch>Config` unless named)."""
 
     def make(
         directory: Path,
@@ -239,7 +242,7 @@ def _factory(arch: str, defaults: dict[str, Any], doc: str, **save_options: Any)
         return _save(
             directory,
             getattr(transformers, f"{arch}ForCausalLM"),
-            getattr(transformers, f"{arch}Config"),
+            getattr(transformers, config_class or f"{arch}Config"),
             defaults,
             config_overrides,
             seed=seed,
@@ -350,6 +353,32 @@ make_mistral = _factory(
     "A MistralForCausalLM as v0.2 / v0.3 are (GQA, no sliding window, untied).",
 )
 
+# Gemma 3 with both layer kinds, and a window short enough for a test prompt to outrun it.
+GEMMA3_WINDOW = 16
+
+make_gemma3 = _factory(
+    "Gemma3",
+    {
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "query_pre_attn_scalar": 24,
+        "rope_theta": 1e6,
+        "rope_local_base_freq": 1e4,
+        "sliding_window": GEMMA3_WINDOW,
+        "layer_types": ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+        "hidden_activation": "gelu_pytorch_tanh",
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "attn_implementation": "eager",
+    },
+    "A Gemma3ForCausalLM (text) as Gemma-3-1B is: one kv head, q/k norms, (1 + w) norms four a "
+    "block, GeGLU, scaled tied embeddings; layers 0, 1 and 3 local (window "
+    f"{GEMMA3_WINDOW}, theta 1e4), layer 2 global (theta 1e6); an attention scale of 24 ** -0.5 "
+    "that is not head_dim's.",
+    config_class="Gemma3TextConfig",
+    random_norms=True,
+)
 
 # --- GGUF, as llama.cpp's convert_hf_to_gguf.py writes it ----------------------------------------
 

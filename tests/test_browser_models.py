@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from checkpoints import make_llama, make_phi, make_qwen2, make_qwen3, make_smollm3, write_gguf
+from checkpoints import GEMMA3_WINDOW, make_gemma3, make_llama, make_phi, make_qwen2, make_qwen3, make_smollm3, write_gguf
 from reference import hf_greedy, hf_last_logits, requantize_
 
 from webllm_build.build import plan_and_build
@@ -35,6 +35,7 @@ def tiny_site(tmp_path_factory, wasm_runtime):
         "qwen2": make_qwen2(root / "ckpt-qwen2", seed=2, initializer_range=0.2),
         "qwen3": make_qwen3(root / "ckpt-qwen3", seed=5, initializer_range=0.2),
         "smollm3": make_smollm3(root / "ckpt-smollm3", seed=5, initializer_range=0.2),
+        "gemma3": make_gemma3(root / "ckpt-gemma3", seed=1, initializer_range=0.2),
     }
     # The Llama twice: also in the asymmetric scheme (a scale and a minimum per group). And as
     # the default model's file is: a GGUF of Q4_1 weights and a Q8_0 tied embedding, taken over
@@ -160,6 +161,28 @@ def test_quantized_qwen_and_smollm3_match_transformers_on_dequantized_weights(
     assert error < bound
     model.reset()
     assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
+
+
+# Longer than Gemma 3's window: its local layers must drop the oldest positions.
+LONG_PROMPT = [int(i) for i in np.random.default_rng(7).integers(3, 512, 3 * GEMMA3_WINDOW)]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_quantized_gemma3_sliding_window_matches_transformers_on_dequantized_weights(
+    tiny_site, browser, schedule
+):
+    """Gemma 3's local layers (a window of 16) beside a global one, with a 48-token prompt
+    prefilled in chunks of 4 and 16 greedy steps: the window moves through both the prefill
+    (cached pages beyond it dropped per chunk) and the decode steps."""
+    url, checkpoints = tiny_site
+    reference = requantize_(_hf(checkpoints["gemma3"]))
+    model = _loaded(browser, url, "gemma3", schedule)
+    logits = np.asarray(model.prefill(LONG_PROMPT), dtype=np.float32)
+    error = float(np.abs(logits - hf_last_logits(reference, LONG_PROMPT)).max())
+    print(f"\ngemma3 q4f32_1 on WebGPU ({schedule}): prefill max |logit error| {error:.2e}")
+    assert error < 2e-3
+    model.reset()
+    assert model.greedy(LONG_PROMPT, 16) == hf_greedy(reference, LONG_PROMPT, 16, eos_ids=[])
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

@@ -29,6 +29,7 @@ from checkpoints import (
     make_qwen2,
     make_qwen3,
     make_smollm3,
+    make_gemma3,
 )
 from conftest import run_cli
 from prompts import CHAT_PROMPTS, EVERYDAY_PROMPTS, chat_prompt_ids
@@ -93,8 +94,10 @@ CASES = {
     "smollm3": Case(make_smollm3, seed=5),
     "smollm3-llama3-rope": Case(make_smollm3, overrides={"rope_scaling": LLAMA3_ROPE_SCALING}),
     "mistral": Case(make_mistral, seed=7),
+    # Gemma 3: local layers (window 16) beside a global one; the 70-token prompt outruns the window.
+    "gemma3": Case(make_gemma3, seed=1, prompt=LONG_PROMPT),
 }
-QUANTIZED_CASES = ["llama-gqa", "phi-partial-rotary", "phi3", "qwen2", "qwen3", "smollm3"]
+QUANTIZED_CASES = ["llama-gqa", "phi-partial-rotary", "phi3", "qwen2", "qwen3", "smollm3", "gemma3"]
 
 
 class Builds:

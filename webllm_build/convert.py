@@ -29,6 +29,9 @@ def checkpoint_fetcher(tensors: TensorSource, arch: Architecture) -> Callable[[s
             if marker in name:
                 prefix, suffix = name.split(marker)
                 return np.concatenate([tensors.load(f"{prefix}.{part}.{suffix}") for part in parts], axis=0)
+        if arch.unit_offset_norms and name.endswith("norm.weight"):
+            # In f32, as transformers computes 1 + w before multiplying.
+            return np.float32(1.0) + tensors.load(name).astype(np.float32)
         return tensors.load(name)
 
     return fetch

@@ -2,13 +2,14 @@
 
 No registry ships the runtime's compiled objects, but the apache-tvm and apache-tvm-ffi wheels
 ship its sources. We lay them out as TVM's source tree, add the few headers the wheel lacks
-(`runtime_headers/`, written for this project), and compile with Debian's emcc.
+(`runtime_headers/`, written for this project), fix what `SOURCE_FIXES` says, and compile with
+Debian's emcc.
 
 We compile to wasm objects rather than LLVM bitcode: TVM's LLVM 22 writes bitcode that
 emcc's LLVM 14 cannot read, while wasm object files link across that gap (and link faster).
 
 The objects are cached under `<cache>/runtime/<key>/`, where the key covers everything that
-changes them: TVM and tvm-ffi versions, the emcc version, the flags and our headers.
+changes them: TVM and tvm-ffi versions, the emcc version, the flags, our headers and fixes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,47 @@ MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
+class SourceFix:
+    """One edit to TVM's runtime sources before they are compiled: `old` must occur exactly once."""
+
+    path: str
+    old: str
+    new: str
+    why: str
+
+
+SOURCE_FIXES = (
+    # On devices other than CUDA and CPU (WebGPU), TVM 0.27's paged KV cache copies each page
+    # table into one device array per depth; the table of sliding-window layers went into the
+    # same arrays as the full one, after it, so the full-attention layers of a model that has
+    # both (Gemma 3) read the sliding table once a whole page had left the window. The sliding
+    # tables get arrays of their own, at depth + kPagedKVCacheMaxBlockDepth.
+    SourceFix(
+        "src/runtime/vm/attn_utils.h",
+        "    cur_append_length_indptr_device_ = Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device);\n",
+        "    for (int d = 0; d < kPagedKVCacheMaxBlockDepth; ++d) {\n"
+        "      page_indptr_on_depths_device_.push_back(Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device));\n"
+        "      page_indices_on_depths_device_.push_back(Tensor::Empty({num_total_pages}, dtype_aux_, device));\n"
+        "    }\n"
+        "    cur_append_length_indptr_device_ = Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device);\n",
+        "sliding-window page tables aliased the full ones (WebGPU)",
+    ),
+    SourceFix(
+        "src/runtime/vm/paged_kv_cache.cc",
+        "&page_indptr_sliding_window_on_depths_host_[d], d);",
+        "&page_indptr_sliding_window_on_depths_host_[d], d + kPagedKVCacheMaxBlockDepth);",
+        "sliding-window page tables aliased the full ones (WebGPU)",
+    ),
+    SourceFix(
+        "src/runtime/vm/paged_kv_cache.cc",
+        "&page_indices_sliding_window_on_depths_host_[d], d);",
+        "&page_indices_sliding_window_on_depths_host_[d], d + kPagedKVCacheMaxBlockDepth);",
+        "sliding-window page tables aliased the full ones (WebGPU)",
+    ),
+)
+
+
+@dataclass(frozen=True)
 class WasmRuntime:
     """The compiled runtime: one wasm object per translation unit."""
 
@@ -70,6 +112,7 @@ def runtime_key(emcc_version: str) -> str:
         "emcc": emcc_version,
         "cflags": CFLAGS,
         "headers": _headers_digest(),
+        "fixes": [(f.path, f.old, f.new) for f in SOURCE_FIXES],
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     return f"tvm{inputs['tvm']}-emcc{emcc_version}-{digest}"
@@ -112,6 +155,15 @@ def _stage_sources(stage: Path) -> None:
             )
         shutil.copytree(source, dest, dirs_exist_ok=True)
     shutil.copytree(HEADERS_DIR, stage, dirs_exist_ok=True)
+    for fix in SOURCE_FIXES:
+        path = stage / fix.path
+        text = path.read_text()
+        if text.count(fix.old) != 1:
+            raise ToolchainError(
+                f"{fix.path} in the installed TVM wheel is not the source this project fixes "
+                f"({fix.why}). Reinstall it with: pip install --force-reinstall apache-tvm==0.27.0.post1"
+            )
+        path.write_text(text.replace(fix.old, fix.new))
 
 
 def _compile_unit(emcc: str, stage: Path, unit: str, out: Path) -> Path:

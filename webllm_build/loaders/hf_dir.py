@@ -101,6 +101,14 @@ def with_rope_scaling(config: dict[str, Any]) -> dict[str, Any]:
     cases leaves the model side one shape to parse. Keys already present win.
     """
     params = config.get("rope_parameters")
+    if isinstance(params, dict) and isinstance(params.get("full_attention"), dict):
+        # Per layer type (Gemma 3): the published keys are the global layers' and
+        # `rope_local_base_freq` for the sliding ones.
+        local = params.get("sliding_attention") or {}
+        config = {**config, "rope_parameters": params["full_attention"]}
+        if "rope_theta" in local:
+            config.setdefault("rope_local_base_freq", local["rope_theta"])
+        return with_rope_scaling(config)
     if not isinstance(params, dict) or not ({"rope_type", "rope_theta"} & params.keys()):
         return config
     config = dict(config)

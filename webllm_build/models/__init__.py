@@ -8,6 +8,7 @@ from typing import Any
 
 from webllm_build.errors import LoaderError
 from webllm_build.models.base import DecoderModel, ModelConfig
+from webllm_build.models.gemma3 import Gemma3ForCausalLM, gemma3_config
 from webllm_build.models.llama import (
     LlamaForCausalLM,
     llama_config,
@@ -29,6 +30,9 @@ class Architecture:
     # Our fused parameters and the checkpoint tensors they concatenate (along the output axis).
     fused_params: dict[str, tuple[str, ...]]
     description: str
+    # The checkpoint stores each RMSNorm weight as w where the model multiplies by 1 + w (Gemma);
+    # conversion adds the 1, so the compiled norm is a plain one.
+    unit_offset_norms: bool = False
 
 
 LLAMA_FUSIONS = {
@@ -89,6 +93,15 @@ ARCHITECTURES: dict[str, Architecture] = {
         LlamaForCausalLM,
         LLAMA_FUSIONS,
         "Mistral-7B v0.2 / v0.3 (no sliding window)",
+    ),
+    # Four norms a block, GeGLU, scaled embeddings, local sliding-window layers (models/gemma3.py).
+    "Gemma3ForCausalLM": Architecture(
+        "Gemma3ForCausalLM",
+        gemma3_config,
+        Gemma3ForCausalLM,
+        LLAMA_FUSIONS,
+        "Gemma 3 (text: 270M, 1B; the text stack of 4B-27B)",
+        unit_offset_norms=True,
     ),
 }
 

@@ -50,6 +50,14 @@ class ModelConfig:
     dtype: str = "float32"
     # Layers that skip rotary altogether (SmolLM3: every fourth).
     nope_layers: tuple[int, ...] = ()
+    # Gemma 3's local layers: rotary base `local_rope_theta` (rotated by the model; `rope_scaling`
+    # is the global layers' alone), and attention over only the last `sliding_window` positions
+    # where that window is shorter than the context (None where it would never take effect).
+    local_layers: tuple[int, ...] = ()
+    local_rope_theta: float | None = None
+    sliding_window: int | None = None
+    # The attention logits' scale where it is not head_dim ** -0.5 (Gemma: query_pre_attn_scalar).
+    attention_scale: float | None = None
     # Checkpoint config fields we do not model, kept for the record.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,8 +119,11 @@ class DecoderModel(nn.Module):
         c = self.config
         # Some models rotate q and k themselves (see `attention`): the cache must not again.
         cache_rope = not model_rotates(c)
+        # Sliding layers read a second page table holding only their window (docs/sliding_window.md).
+        sliding = set(c.local_layers) if c.sliding_window is not None else set()
+        attn_kind = [("mha_sliding" if i in sliding else "mha") for i in range(c.num_layers)] if sliding else "mha"
         return TIRPagedKVCache(
-            attn_kind="mha",
+            attn_kind=attn_kind,
             max_batch_size=max_batch_size,
             max_total_seq_len=max_total_seq_len,
             prefill_chunk_size=prefill_chunk_size,
@@ -135,6 +146,8 @@ class DecoderModel(nn.Module):
             enable_disaggregation=False,
             dtype=c.dtype,
             target=self.target,
+            # Without sliding layers the value is unused: TVM's default keeps such builds as they were.
+            layer_sliding_window_size=c.sliding_window if sliding else 1024,
         )
 
     def export_spec(self) -> dict[str, Any]:
@@ -187,11 +200,13 @@ def attention(c: ModelConfig, qkv: Tensor, cache: PagedKVCache, layer_id: int) -
         if inv_freq is not None:
             batch, seq_len, _, _ = qkv.shape
             qkv = _rotate(c, qkv, cache.get_query_positions(batch * seq_len), inv_freq)
-    return cache.attention_with_fused_qkv(layer_id, qkv, c.num_heads, sm_scale=c.head_dim**-0.5)
+    scale = c.attention_scale if c.attention_scale is not None else c.head_dim**-0.5
+    return cache.attention_with_fused_qkv(layer_id, qkv, c.num_heads, sm_scale=scale)
 
 
 def model_rotates(c: ModelConfig) -> bool:
-    return c.rope_scaling.get("rope_type") in ("longrope", "llama3") or bool(c.nope_layers)
+    per_layer = bool(c.nope_layers) or c.local_rope_theta is not None
+    return c.rope_scaling.get("rope_type") in ("longrope", "llama3", "linear") or per_layer
 
 
 def rotary_inv_freq(c: ModelConfig, layer_id: int) -> np.ndarray | None:
@@ -200,6 +215,8 @@ def rotary_inv_freq(c: ModelConfig, layer_id: int) -> np.ndarray | None:
     if layer_id in c.nope_layers:
         return None
     exponents = np.arange(0, c.rotary_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(c.rotary_dim)
+    if c.local_rope_theta is not None and layer_id in c.local_layers:
+        return (1.0 / np.float32(c.local_rope_theta) ** exponents).astype(np.float32)
     kind = c.rope_scaling.get("rope_type")
     if kind == "longrope":
         factors = np.asarray(c.rope_ext_factors, dtype=np.float32)
@@ -207,6 +224,8 @@ def rotary_inv_freq(c: ModelConfig, layer_id: int) -> np.ndarray | None:
     inv_freq = (1.0 / np.float32(c.rope_theta) ** exponents).astype(np.float32)
     if kind == "llama3":
         return _llama3_inv_freq(inv_freq, c.rope_scaling)
+    if kind == "linear":  # positions slowed by `factor` (Gemma 3 4B and up, on global layers)
+        return (inv_freq / np.float32(c.rope_scaling["factor"])).astype(np.float32)
     return inv_freq
 
 
@@ -317,6 +336,8 @@ def read_rope(
     if kind == "llama3":
         keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
         return theta, {"rope_type": "llama3", **{k: scaling[k] for k in keys}}, None
+    if kind == "linear":
+        return theta, {"rope_type": "linear", "factor": float(scaling["factor"])}, None
     if kind in ("longrope", "su"):
         original = scaling.get("original_max_position_embeddings") or hf.get(
             "original_max_position_embeddings"
@@ -343,5 +364,5 @@ def read_rope(
         return theta, longrope, [float(f) for f in factors]
     raise LoaderError(
         f"{source}: the field `rope_scaling` has type `{kind}`, which is not supported "
-        f"(supported: default, llama3, longrope)."
+        f"(supported: default, linear, llama3, longrope)."
     )

@@ -44,10 +44,13 @@ class GatedMLP(nn.Module):
     def __init__(self, c: ModelConfig) -> None:
         self.gate_up_proj = nn.Linear(c.hidden_size, 2 * c.intermediate_size, bias=False)
         self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+        # SiLU (SwiGLU), or gelu with the tanh approximation (Gemma's GeGLU).
+        self.gelu_gate = c.extra.get("activation") == "gelu_tanh"
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
-        return self.down_proj(op.silu(gate) * up)
+        gate = op.gelu(gate, approximate="tanh") if self.gelu_gate else op.silu(gate)
+        return self.down_proj(gate * up)
 
 
 class DecoderLayer(nn.Module):
@@ -63,16 +66,18 @@ class DecoderLayer(nn.Module):
 
 
 class Body(nn.Module):
-    def __init__(self, c: ModelConfig) -> None:
+    def __init__(self, c: ModelConfig, layer_class: type[nn.Module]) -> None:
         self.embed_tokens = Embedding(c.vocab_size, c.hidden_size)
-        self.layers = nn.ModuleList([DecoderLayer(c) for _ in range(c.num_layers)])
+        self.layers = nn.ModuleList([layer_class(c) for _ in range(c.num_layers)])
         self.norm = nn.RMSNorm(c.hidden_size, -1, c.norm_eps, bias=False)
 
 
 class LlamaForCausalLM(DecoderModel):
+    layer_class: type[nn.Module] = DecoderLayer
+
     def __init__(self, config: ModelConfig, target) -> None:
         super().__init__(config, target)
-        self.model = Body(config)
+        self.model = Body(config, self.layer_class)
         if not config.tie_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
