@@ -481,3 +481,27 @@ def test_qwen2_preset_without_network_says_how_to_get_it(tmp_path):
     assert result.returncode == 1
     assert "Qwen/Qwen2.5-0.5B-Instruct" in result.stderr and "hf download" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gemma3_published_config_reads_its_layer_pattern_window_and_scales():
+    """Gemma-3-1B's published config names a pattern (every sixth layer global), not
+    `layer_types`; its window takes effect only in contexts longer than 512."""
+    from webllm_build.plan import plan_model
+
+    def config(context_window: int):
+        options = BuildOptions(model="gemma-3-1b", random_weights=True, context_window=context_window, target="cpu")
+        return plan_model(options).config
+
+    long, short = config(4096), config(512)
+    assert long.local_layers == short.local_layers == tuple(i for i in range(26) if (i + 1) % 6)
+    assert (long.sliding_window, short.sliding_window) == (512, None)
+    assert long.prefill_chunk <= 512
+    assert (long.local_rope_theta, long.rope_theta, long.rope_scaling) == (1e4, 1e6, {})
+    assert long.attention_scale == 256**-0.5 and long.tie_embeddings
+
+
+def test_gemma2_style_soft_capping_is_refused_naming_the_field(tmp_path):
+    checkpoint = make_gemma3(tmp_path / "ckpt", final_logit_softcapping=30.0)
+    with pytest.raises(WebLLMBuildError, match="final_logit_softcapping"):
+        plan_and_build(BuildOptions(model=str(checkpoint), target="cpu"), tmp_path / "out")
+    _assert_nothing_written(tmp_path / "out")

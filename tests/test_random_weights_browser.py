@@ -131,21 +131,22 @@ def test_site_marks_a_random_weights_model(tmp_path, wasm_runtime):
         assert model_facts(url, entry)["weight_bytes"] == sum(r["nbytes"] for r in random_records) > 0
 
 
-# The smallest preset of each family added with Qwen3, SmolLM3 and Llama 3.2, as a visitor's
-# browser gets it (random weights: nothing to download), in f32 since SwiftShader has no
-# shader-f16. A short context keeps SwiftShader's KV cache small. mistral-7b (4.3 GiB of 4-bit
-# weights) loads on SwiftShader in ~42 s too, but a reply takes minutes: measured, not tested.
-FAMILY_PRESETS = ["qwen3-0.6b", "llama-3.2-1b", "smollm3-3b"]
+# The smallest preset of each family added with Qwen3, SmolLM3, Llama 3.2 and Gemma 3, as a
+# visitor's browser gets it (random weights: nothing to download), in f32 since SwiftShader has
+# no shader-f16. A short context keeps SwiftShader's KV cache small; Gemma's is longer than its
+# 512-token window, so its local layers run the sliding-window kernels. mistral-7b (4.3 GiB of
+# 4-bit weights) loads on SwiftShader in ~42 s too, but a reply takes minutes: measured, not tested.
+FAMILY_PRESETS = {"qwen3-0.6b": 512, "llama-3.2-1b": 512, "smollm3-3b": 512, "gemma-3-1b": 1024}
 
 
-@pytest.mark.parametrize("preset", FAMILY_PRESETS)
+@pytest.mark.parametrize("preset", list(FAMILY_PRESETS))
 def test_smallest_preset_of_each_family_loads_and_answers(tmp_path, wasm_runtime, browser, preset):
     site = build_site(
         SiteOptions(
             models=[preset],
             quantization="q4f32_1",
             out=tmp_path / "dist",
-            context_window=512,
+            context_window=FAMILY_PRESETS[preset],
             random_weights=True,
             schedules=CI_SCHEDULES,
         )

@@ -109,7 +109,9 @@ def compiled_library(
     runtime = build_runtime(log) if target_name == "webgpu" else None
     log(f"Compiling {config.architecture} ({q.name}) for {target_name} ({schedule_class} schedules)...")
     try:
-        attention = AttentionShape(config.num_kv_heads, config.num_heads, config.head_dim, q.model_dtype)
+        attention = AttentionShape(
+            config.num_kv_heads, config.num_heads, config.head_dim, q.model_dtype, config.sliding_window
+        )
         if target_name == "webgpu":
             executable = compile_module(mod, target, SCHEDULE_CLASSES[schedule_class], attention)
         else:

@@ -146,6 +146,14 @@ PRESETS: dict[str, Preset] = {
             config="SmolLM3-3B.json",
         ),
         Preset(
+            name="gemma-3-1b",
+            source="google/gemma-3-1b-it",
+            description="Gemma-3-1B-it (1B, local layers with a 512-token window, 32k context, "
+            "262k vocabulary; gated: accept its license on the Hub)",
+            quantization="q4f16_1",
+            config="gemma-3-1b-it.json",
+        ),
+        Preset(
             name="mistral-7b",
             source="mistralai/Mistral-7B-Instruct-v0.3",
             description="Mistral-7B-Instruct-v0.3 (7.2B, 32k context)",

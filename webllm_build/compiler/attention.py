@@ -8,8 +8,9 @@ the cache runtime calls (same handles, scalars and outputs, lse in the same base
 one thread that walks the keys alone with an online softmax. Attention over a few hundred
 positions is little work; what costs on an emulator is synchronisation, and this has none.
 
-Inline rotary (`rotary_mode == 1`, RopeMode.INLINE) is not implemented: our models run the
-cache with RopeMode.NORMAL (q and k rotated before they reach these kernels) or NONE.
+Sliding-window layers (Gemma 3's local ones) get the same kernels reading the cache's sliding
+page table. Inline rotary (`rotary_mode == 1`, RopeMode.INLINE) is not implemented: our models
+run the cache with RopeMode.NORMAL (q and k rotated before they reach these kernels) or NONE.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class AttentionShape:
     heads: int
     head_dim: int
     dtype: str
+    # The window of the model's sliding-window layers (Gemma 3's local ones), if any.
+    sliding_window: int | None = None
 
 
 def replace_attention(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:
@@ -42,6 +45,10 @@ def replace_attention(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:
         "batch_prefill_paged_kv": _prefill_paged,
         "batch_prefill_ragged_kv": _prefill_ragged,
     }
+    if shape.sliding_window:  # the cache always has these two; only sliding layers call them
+        window = shape.sliding_window
+        factories["batch_decode_paged_kv_sliding_window"] = lambda *a: _decode(*a, window=window)
+        factories["batch_prefill_paged_kv_sliding_window"] = lambda *a: _prefill_paged(*a, window=window)
     for gvar, func in list(mod.functions_items()):
         if gvar.name_hint in factories and isinstance(func, tvm.tirx.PrimFunc):
             new = factories[gvar.name_hint](shape.kv_heads, shape.heads, shape.head_dim, shape.dtype)
@@ -49,7 +56,41 @@ def replace_attention(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:
     return mod
 
 
-def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
+def _info_shape(batch, window: int):
+    """The cache's `length_info`: the last page's length per sequence, and for sliding-window
+    layers (`window` > 0) two more rows, the window's offset into the table's first page and
+    the attention-sink length ([3, batch], as TVM's _kernel_common.py reads it)."""
+    return (3, batch) if window else (batch,)
+
+
+def _table_length(length_info, b, num_pages, page_size: int, window: int):
+    """How many keys sequence `b`'s page table holds."""
+    if not window:
+        return T.Select(num_pages > 0, (num_pages - 1) * page_size + length_info[b], 0)
+    full = (num_pages - 1) * page_size + length_info[0, b] - length_info[1, b] + length_info[2, b]
+    return T.Select(num_pages > 0, full, 0)
+
+
+def _causal_end(kv_len, qo_len, r, window: int):
+    """One past the last cached key that chunk row r may see (all of them in a window)."""
+    return kv_len if window else T.min(kv_len, kv_len - qo_len + r + 1)
+
+
+def _window_start(kv_len, r, window: int):
+    """The first cached key inside chunk row r's window."""
+    return T.max(kv_len - T.max(window - r - 1, 0), 0) if window else 0
+
+
+def _table_position(length_info, b, pos, window: int):
+    """Where key `pos` of the table sits in its pages: past the sink, shifted by the offset."""
+    if not window:
+        return pos
+    return T.Select(pos < length_info[2, b], pos, pos - length_info[2, b] + length_info[1, b])
+
+
+def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16, window: int = 0):
+    """Decode attention; with `window`, for sliding-window layers (the cache's sliding page table
+    then holds exactly the window's keys)."""
     group = h_q // h_kv
     log2e = LOG2E
 
@@ -85,7 +126,7 @@ def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
         )
         page_indptr = T.match_buffer(page_indptr_handle, (batch + 1,), "int32", elem_offset=indptr_offset)
         page_values = T.match_buffer(page_values_handle, (nnz_pages,), "int32", elem_offset=values_offset)
-        last_page_len = T.match_buffer(length_info_handle, (batch,), "int32", elem_offset=length_offset)
+        length_info = T.match_buffer(length_info_handle, _info_shape(batch, window), "int32", elem_offset=length_offset)
         T.match_buffer(k_rope_pos_offset_handle, (batch,), "int32", elem_offset=k_pos_offset)
         T.match_buffer(q_rope_position_handle, (batch,), "int32", elem_offset=q_pos_offset)
         output = T.match_buffer(output_handle, (batch, h_q, d), dtype)
@@ -104,17 +145,16 @@ def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
                     state = T.sblock_alloc_buffer((3,), "float32", scope="local")  # max, sum, score
                     first: T.let[T.int32] = page_indptr[b]
                     num_pages: T.let[T.int32] = page_indptr[b + 1] - first
-                    length: T.let[T.int32] = T.Select(
-                        num_pages > 0, (num_pages - 1) * page_size + last_page_len[b], 0
-                    )
+                    length: T.let[T.int32] = _table_length(length_info, b, num_pages, page_size, window)
                     for i in T.unroll(d):
                         acc[i] = T.float32(0)
                         q_local[i] = T.Cast("float32", q[b, h, i])
                     state[0] = T.float32(NEG_LARGE)
                     state[1] = T.float32(0)
                     for pos in T.serial(length):
-                        page: T.let[T.int32] = page_values[first + pos // page_size]
-                        slot: T.let[T.int32] = pos % page_size
+                        at: T.let[T.int32] = _table_position(length_info, b, pos, window)
+                        page: T.let[T.int32] = page_values[first + at // page_size]
+                        slot: T.let[T.int32] = at % page_size
                         state[2] = T.float32(0)
                         for i in T.unroll(d):
                             state[2] = state[2] + q_local[i] * T.Cast(
@@ -137,7 +177,10 @@ def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
     return batch_decode_paged_kv
 
 
-def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16):
+def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16, window: int = 0):
+    """A prompt chunk's attention to the cached pages; with `window`, for sliding-window layers:
+    chunk row r sees the last `window - r - 1` cached keys (the rest of its window is in the
+    chunk itself, which the ragged kernel covers, as the chunk is never longer than the window)."""
     group = h_q // h_kv
     log2e = LOG2E
 
@@ -178,7 +221,7 @@ def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16)
         )
         page_indptr = T.match_buffer(page_indptr_handle, (batch + 1,), "int32", elem_offset=indptr_offset)
         page_values = T.match_buffer(page_values_handle, (nnz_pages,), "int32", elem_offset=values_offset)
-        last_page_len = T.match_buffer(length_info_handle, (batch,), "int32", elem_offset=length_offset)
+        length_info = T.match_buffer(length_info_handle, _info_shape(batch, window), "int32", elem_offset=length_offset)
         T.match_buffer(k_rope_pos_offset_handle, (batch,), "int32", elem_offset=k_pos_offset)
         T.match_buffer(q_rope_position_handle, (total,), "int32", elem_offset=q_pos_offset)
         output = T.match_buffer(output_handle, (total, h_q, d), dtype)
@@ -198,22 +241,26 @@ def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16)
                         if q_indptr[b] <= row and row < q_indptr[b + 1]:
                             first: T.let[T.int32] = page_indptr[b]
                             num_pages: T.let[T.int32] = page_indptr[b + 1] - first
-                            kv_len: T.let[T.int32] = T.Select(
-                                num_pages > 0, (num_pages - 1) * page_size + last_page_len[b], 0
-                            )
+                            kv_len: T.let[T.int32] = _table_length(length_info, b, num_pages, page_size, window)
                             qo_len: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
-                            # Causal: query i of qo_len sees the keys up to kv_len - qo_len + i.
+                            r: T.let[T.int32] = row - q_indptr[b]
+                            # Causal: query r of qo_len sees the keys up to kv_len - qo_len + r
+                            # (in a window, the cached part of its window: the last W - r - 1).
                             visible: T.let[T.int32] = T.Select(
-                                causal > 0, T.min(kv_len, kv_len - qo_len + (row - q_indptr[b]) + 1), kv_len
+                                causal > 0, _causal_end(kv_len, qo_len, r, window), kv_len
+                            )
+                            skipped: T.let[T.int32] = T.Select(
+                                causal > 0, _window_start(kv_len, r, window), 0
                             )
                             for i in T.unroll(d):
                                 acc[i] = T.float32(0)
                                 q_local[i] = T.Cast("float32", q[row, h, i])
                             state[0] = T.float32(NEG_LARGE)
                             state[1] = T.float32(0)
-                            for pos in T.serial(visible):
-                                page: T.let[T.int32] = page_values[first + pos // page_size]
-                                slot: T.let[T.int32] = pos % page_size
+                            for pos in T.serial(skipped, visible):
+                                at: T.let[T.int32] = _table_position(length_info, b, pos, window)
+                                page: T.let[T.int32] = page_values[first + at // page_size]
+                                slot: T.let[T.int32] = at % page_size
                                 state[2] = T.float32(0)
                                 for i in T.unroll(d):
                                     state[2] = state[2] + q_local[i] * T.Cast(
