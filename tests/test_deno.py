@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 from chat_page import TINY
-from checkpoints import make_llama, make_phi, make_phi3, make_qwen2
+from checkpoints import make_gemma3, make_llama, make_phi, make_phi3, make_qwen2
 from conftest import run_cli
 
 from webllm_build.build import plan_and_build
@@ -143,7 +143,13 @@ def test_runtime_deno_with_a_chromium_executable_is_refused(variants_site, tmp_p
 
 # --- every architecture's f16 builds, logits against transformers ---------------------------------
 
-ARCHITECTURES = {"llama": make_llama, "phi": make_phi, "phi3": make_phi3, "qwen2": make_qwen2}
+ARCHITECTURES = {
+    "llama": make_llama,
+    "phi": make_phi,
+    "phi3": make_phi3,
+    "qwen2": make_qwen2,
+    "gemma3": make_gemma3,  # its (1 + w) norms held as f16 sums, the embedding scale in f16
+}
 F16_QUANTS = ("q4f16_1", "q0f16")
 PROMPT = [5, 17, 42, 7, 99, 3, 25, 11, 9, 301, 44]
 DECODE_STEPS = 4
@@ -157,7 +163,8 @@ F16_LOGIT_BOUND = 8e-2
 
 @pytest.fixture(scope="module")
 def f16_site(tmp_path_factory, wasm_runtime):
-    """Tiny Llama, Phi, Phi-3 and Qwen2 as q4f16_1 and q0f16 (gpu kernels: lavapipe is no fallback)."""
+    """Tiny Llama, Phi, Phi-3, Qwen2 and Gemma 3 as q4f16_1 and q0f16 (gpu kernels: lavapipe is no
+    fallback)."""
     root = tmp_path_factory.mktemp("f16_models")
     checkpoints = {
         name: make(root / f"ckpt-{name}", seed=5, initializer_range=0.2)
