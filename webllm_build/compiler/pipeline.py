@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
+from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 from webllm_build.compiler.attention import AttentionShape, replace_attention, replace_merge_state
@@ -28,7 +30,7 @@ def model_pipeline(
     if target.kind.name == "webgpu":
         default = _gpu_pipeline(target, schedule, attention)
     else:
-        default = relax.pipeline.get_default_pipeline(target)
+        default = _cpu_pipeline(target)
 
     @tvm.transform.module_pass(opt_level=0, name="webllm_build_pipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
@@ -65,6 +67,26 @@ def _gpu_pipeline(
                 [schedule_pass(schedule)]
                 + gpu_generic.dataflow_lower_passes(target)
                 + gpu_generic.finalize_passes(target)
+            )(mod)
+
+    return pipeline
+
+
+def _cpu_pipeline(target: Target) -> tvm.transform.Pass:
+    """TVM's CPU pipeline with dlight's CPU rules added after fusion: its default leaves every
+    kernel a plain loop nest, where the rules parallelise and vectorise the decode GEMVs and
+    reductions. The CPU build is the reference the tests and `check` run beside the browser;
+    a SmolLM2-135M decode step took 252 -> 153 ms with them (2-core x86)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="webllm_build_cpu_pipeline")
+    def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(
+                cpu_generic.library_dispatch_passes(target)
+                + cpu_generic.legalize_passes(target)
+                + [dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())]
+                + cpu_generic.dataflow_lower_passes(target)
+                + cpu_generic.finalize_passes(target)
             )(mod)
 
     return pipeline
