@@ -45,6 +45,7 @@ from webllm_build.compiler.target import cpu_target, webgpu_target
 from webllm_build.convert import checkpoint_fetcher, checkpoint_groups, model_parameters
 from webllm_build.errors import CompileError, WebLLMBuildError
 from webllm_build.models import ModelConfig, architecture_of
+from webllm_build.models.rotary import model_rotates, rotary_inv_freq
 from webllm_build.paths import cache_dir
 from webllm_build.plan import CONFIG_FORMAT, BuildOptions, ModelPlan, plan_model
 from webllm_build.q4_format import BITS, WIDE_BITS, values_per_word
@@ -109,8 +110,16 @@ def compiled_library(
     runtime = build_runtime(log) if target_name == "webgpu" else None
     log(f"Compiling {config.architecture} ({q.name}) for {target_name} ({schedule_class} schedules)...")
     try:
+        # Where the cache rotates (the model does not), our kernel rotates for it.
+        inv_freq = () if model_rotates(config) else tuple(float(f) for f in rotary_inv_freq(config, 0))
         attention = AttentionShape(
-            config.num_kv_heads, config.num_heads, config.head_dim, q.model_dtype, config.sliding_window
+            config.num_kv_heads,
+            config.num_heads,
+            config.head_dim,
+            q.model_dtype,
+            config.sliding_window,
+            config.rotary_dim,
+            inv_freq,
         )
         if target_name == "webgpu":
             executable = compile_module(mod, target, SCHEDULE_CLASSES[schedule_class], attention)

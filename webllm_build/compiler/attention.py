@@ -18,8 +18,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import tvm
 from tvm.script import tirx as T
+
+from webllm_build.models.rotary import split_rotary_kernel
 
 LOG2E = math.log2(math.e)
 # The cache's own initial running max (a large negative number, not -inf, so exp2 stays finite).
@@ -36,6 +39,9 @@ class AttentionShape:
     dtype: str
     # The window of the model's sliding-window layers (Gemma 3's local ones), if any.
     sliding_window: int | None = None
+    # Where the cache rotates q and k: the rotated width and its frequencies (else empty).
+    rotary_dim: int = 0
+    inv_freq: tuple[float, ...] = ()
 
 
 def replace_attention(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:
@@ -126,7 +132,9 @@ def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16, window
         )
         page_indptr = T.match_buffer(page_indptr_handle, (batch + 1,), "int32", elem_offset=indptr_offset)
         page_values = T.match_buffer(page_values_handle, (nnz_pages,), "int32", elem_offset=values_offset)
-        length_info = T.match_buffer(length_info_handle, _info_shape(batch, window), "int32", elem_offset=length_offset)
+        length_info = T.match_buffer(
+            length_info_handle, _info_shape(batch, window), "int32", elem_offset=length_offset
+        )
         T.match_buffer(k_rope_pos_offset_handle, (batch,), "int32", elem_offset=k_pos_offset)
         T.match_buffer(q_rope_position_handle, (batch,), "int32", elem_offset=q_pos_offset)
         output = T.match_buffer(output_handle, (batch, h_q, d), dtype)
@@ -221,7 +229,9 @@ def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16,
         )
         page_indptr = T.match_buffer(page_indptr_handle, (batch + 1,), "int32", elem_offset=indptr_offset)
         page_values = T.match_buffer(page_values_handle, (nnz_pages,), "int32", elem_offset=values_offset)
-        length_info = T.match_buffer(length_info_handle, _info_shape(batch, window), "int32", elem_offset=length_offset)
+        length_info = T.match_buffer(
+            length_info_handle, _info_shape(batch, window), "int32", elem_offset=length_offset
+        )
         T.match_buffer(k_rope_pos_offset_handle, (batch,), "int32", elem_offset=k_pos_offset)
         T.match_buffer(q_rope_position_handle, (total,), "int32", elem_offset=q_pos_offset)
         output = T.match_buffer(output_handle, (total, h_q, d), dtype)
@@ -241,7 +251,9 @@ def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16,
                         if q_indptr[b] <= row and row < q_indptr[b + 1]:
                             first: T.let[T.int32] = page_indptr[b]
                             num_pages: T.let[T.int32] = page_indptr[b + 1] - first
-                            kv_len: T.let[T.int32] = _table_length(length_info, b, num_pages, page_size, window)
+                            kv_len: T.let[T.int32] = _table_length(
+                                length_info, b, num_pages, page_size, window
+                            )
                             qo_len: T.let[T.int32] = q_indptr[b + 1] - q_indptr[b]
                             r: T.let[T.int32] = row - q_indptr[b]
                             # Causal: query r of qo_len sees the keys up to kv_len - qo_len + r
@@ -366,6 +378,27 @@ def _prefill_ragged(h_kv: int, h_q: int, d: int, dtype: str):
                             lse[row, h] = state[0] + T.log2(T.max(state[1], T.float32(1e-30)))
 
     return batch_prefill_ragged_kv
+
+
+def replace_split_rotary(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:
+    """`mod` with the cache's split-and-rotate kernel swapped for ours (models/rotary.py): the
+    frequencies as transformers computes them and sin / cos to f32 accuracy. TVM's uses the
+    GPU's own, which on SwiftShader are off by ~1.9e-4 (a tiny Llama's logits by ~1.5e-3)."""
+    if not shape.inv_freq:
+        return mod
+    for gvar, func in list(mod.functions_items()):
+        # TVM adds it as `tir_split_rotary`; the module names it after its TVMScript function.
+        if gvar.name_hint == "fused_rope" and isinstance(func, tvm.tirx.PrimFunc) and len(func.params) == 6:
+            kernel = split_rotary_kernel(
+                shape.heads,
+                shape.kv_heads,
+                shape.head_dim,
+                shape.rotary_dim,
+                np.asarray(shape.inv_freq, dtype=np.float32),
+                shape.dtype,
+            )
+            mod[gvar] = kernel.with_attr("global_symbol", gvar.name_hint)
+    return mod
 
 
 def replace_merge_state(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:

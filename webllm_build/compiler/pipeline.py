@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
-from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
-from webllm_build.compiler.attention import AttentionShape, replace_attention, replace_merge_state
+from webllm_build.compiler.attention import (
+    AttentionShape,
+    replace_attention,
+    replace_merge_state,
+    replace_split_rotary,
+)
 from webllm_build.compiler.schedules import SCHEDULE_CLASSES, ScheduleClass, schedule_pass
 from webllm_build.compiler.weight_layout import add_prepare_params
 
@@ -30,7 +33,7 @@ def model_pipeline(
     if target.kind.name == "webgpu":
         default = _gpu_pipeline(target, schedule, attention)
     else:
-        default = _cpu_pipeline(target)
+        default = relax.pipeline.get_default_pipeline(target)
 
     @tvm.transform.module_pass(opt_level=0, name="webllm_build_pipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
@@ -56,7 +59,7 @@ def _gpu_pipeline(
     @tvm.transform.module_pass(opt_level=0, name="webllm_build_gpu_pipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         if attention is not None:
-            mod = replace_merge_state(mod, attention)
+            mod = replace_merge_state(replace_split_rotary(mod, attention), attention)
             if schedule.own_attention:
                 mod = replace_attention(mod, attention)
         with target:
@@ -67,26 +70,6 @@ def _gpu_pipeline(
                 [schedule_pass(schedule)]
                 + gpu_generic.dataflow_lower_passes(target)
                 + gpu_generic.finalize_passes(target)
-            )(mod)
-
-    return pipeline
-
-
-def _cpu_pipeline(target: Target) -> tvm.transform.Pass:
-    """TVM's CPU pipeline with dlight's CPU rules added after fusion: its default leaves every
-    kernel a plain loop nest, where the rules parallelise and vectorise the decode GEMVs and
-    reductions. The CPU build is the reference the tests and `check` run beside the browser;
-    a SmolLM2-135M decode step took 252 -> 153 ms with them (2-core x86)."""
-
-    @tvm.transform.module_pass(opt_level=0, name="webllm_build_cpu_pipeline")
-    def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        with target:
-            return tvm.transform.Sequential(
-                cpu_generic.library_dispatch_passes(target)
-                + cpu_generic.legalize_passes(target)
-                + [dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())]
-                + cpu_generic.dataflow_lower_passes(target)
-                + cpu_generic.finalize_passes(target)
             )(mod)
 
     return pipeline

@@ -64,12 +64,16 @@ SOURCE_FIXES = (
     # tables get arrays of their own, at depth + kPagedKVCacheMaxBlockDepth.
     SourceFix(
         "src/runtime/vm/attn_utils.h",
-        "    cur_append_length_indptr_device_ = Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device);\n",
+        "    cur_append_length_indptr_device_ = "
+        "Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device);\n",
         "    for (int d = 0; d < kPagedKVCacheMaxBlockDepth; ++d) {\n"
-        "      page_indptr_on_depths_device_.push_back(Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device));\n"
-        "      page_indices_on_depths_device_.push_back(Tensor::Empty({num_total_pages}, dtype_aux_, device));\n"
+        "      page_indptr_on_depths_device_.push_back(\n"
+        "          Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device));\n"
+        "      page_indices_on_depths_device_.push_back(\n"
+        "          Tensor::Empty({num_total_pages}, dtype_aux_, device));\n"
         "    }\n"
-        "    cur_append_length_indptr_device_ = Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device);\n",
+        "    cur_append_length_indptr_device_ = "
+        "Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device);\n",
         "sliding-window page tables aliased the full ones (WebGPU)",
     ),
     SourceFix(

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from tvm import relax, te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
@@ -19,6 +18,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedK
 from tvm.target import Target
 
 from webllm_build.errors import LoaderError
+from webllm_build.models.rotary import model_rotates, rotary_inv_freq, rotate
 from webllm_build.models.sampling import argmax_kernel
 
 
@@ -121,7 +121,8 @@ class DecoderModel(nn.Module):
         cache_rope = not model_rotates(c)
         # Sliding layers read a second page table holding only their window (docs/sliding_window.md).
         sliding = set(c.local_layers) if c.sliding_window is not None else set()
-        attn_kind = [("mha_sliding" if i in sliding else "mha") for i in range(c.num_layers)] if sliding else "mha"
+        kinds = [("mha_sliding" if i in sliding else "mha") for i in range(c.num_layers)]
+        attn_kind = kinds if sliding else "mha"
         return TIRPagedKVCache(
             attn_kind=attn_kind,
             max_batch_size=max_batch_size,
@@ -199,69 +200,9 @@ def attention(c: ModelConfig, qkv: Tensor, cache: PagedKVCache, layer_id: int) -
         inv_freq = rotary_inv_freq(c, layer_id)
         if inv_freq is not None:
             batch, seq_len, _, _ = qkv.shape
-            qkv = _rotate(c, qkv, cache.get_query_positions(batch * seq_len), inv_freq)
+            qkv = rotate(c, qkv, cache.get_query_positions(batch * seq_len), inv_freq)
     scale = c.attention_scale if c.attention_scale is not None else c.head_dim**-0.5
     return cache.attention_with_fused_qkv(layer_id, qkv, c.num_heads, sm_scale=scale)
-
-
-def model_rotates(c: ModelConfig) -> bool:
-    per_layer = bool(c.nope_layers) or c.local_rope_theta is not None
-    return c.rope_scaling.get("rope_type") in ("longrope", "llama3", "linear") or per_layer
-
-
-def rotary_inv_freq(c: ModelConfig, layer_id: int) -> np.ndarray | None:
-    """A layer's rotary inverse frequencies, float32 as transformers computes them (so the angles
-    agree), or None for a layer without rotary."""
-    if layer_id in c.nope_layers:
-        return None
-    exponents = np.arange(0, c.rotary_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(c.rotary_dim)
-    if c.local_rope_theta is not None and layer_id in c.local_layers:
-        return (1.0 / np.float32(c.local_rope_theta) ** exponents).astype(np.float32)
-    kind = c.rope_scaling.get("rope_type")
-    if kind == "longrope":
-        factors = np.asarray(c.rope_ext_factors, dtype=np.float32)
-        return (1.0 / (factors * np.float32(c.rope_theta) ** exponents)).astype(np.float32)
-    inv_freq = (1.0 / np.float32(c.rope_theta) ** exponents).astype(np.float32)
-    if kind == "llama3":
-        return _llama3_inv_freq(inv_freq, c.rope_scaling)
-    if kind == "linear":  # positions slowed by `factor` (Gemma 3 4B and up, on global layers)
-        return (inv_freq / np.float32(c.rope_scaling["factor"])).astype(np.float32)
-    return inv_freq
-
-
-def _llama3_inv_freq(inv_freq: np.ndarray, scaling: dict[str, Any]) -> np.ndarray:
-    """Llama 3.1's frequency-dependent scaling: long wavelengths slowed by `factor`, short ones
-    kept, the band between blended (transformers' `_compute_llama3_parameters`)."""
-    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
-    original = scaling["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / inv_freq
-    scaled = np.where(wavelen > original / low, inv_freq / factor, inv_freq)
-    smooth = (original / wavelen - low) / (high - low)
-    blended = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = (wavelen >= original / high) & (wavelen <= original / low)
-    return np.where(medium, blended, scaled).astype(np.float32)
-
-
-def _rotate(c: ModelConfig, qkv: Tensor, positions: Tensor, inv_freq: np.ndarray) -> Tensor:
-    """Rotate the first `rotary_dim` features of the q and k heads, as transformers does (the
-    halves rotated against each other, longrope's attention factor on cos and sin)."""
-    half = c.rotary_dim // 2
-    freq_tensor = Tensor.from_const(inv_freq)
-    scale = tirx.const(c.rope_scaling.get("attention_factor", 1.0), "float32")
-    rotated_heads = c.num_heads + c.num_kv_heads
-
-    def rotate(x: te.Tensor, pos: te.Tensor, freq: te.Tensor) -> te.Tensor:
-        def element(b, s, h, d):
-            angle = pos[b * x.shape[1] + s].astype("float32") * freq[d % half]
-            partner = tirx.if_then_else(d < half, -x[b, s, h, d + half], x[b, s, h, d - half])
-            cos, sin = tirx.cos(angle) * scale, tirx.sin(angle) * scale
-            value = x[b, s, h, d].astype("float32") * cos + partner.astype("float32") * sin
-            inside = tirx.all(h < rotated_heads, d < c.rotary_dim)
-            return tirx.if_then_else(inside, value.astype(x.dtype), x[b, s, h, d])
-
-        return te.compute(x.shape, element, name="rotary")
-
-    return op.tensor_expr_op(rotate, "rotary", [qkv, positions, freq_tensor])
 
 
 def _last_position(hidden: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 from tvm.relax.frontend import nn
-from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn import Tensor
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
 from webllm_build.errors import LoaderError
