@@ -472,8 +472,10 @@ def test_presets_registry():
         "llama-3.2-1b",
         "llama-3.2-3b",
         "smollm3-3b",
+        "gemma-3-1b",
         "mistral-7b",
     }
+    assert presets["gemma-3-1b"].source == "google/gemma-3-1b-it"
     assert presets["qwen2.5-0.5b"].source == "Qwen/Qwen2.5-0.5B-Instruct"
     assert presets["qwen2.5-1.5b"].source == "Qwen/Qwen2.5-1.5B-Instruct"
     assert presets["phi"].source == presets["phi-3.5-mini"].source == "microsoft/Phi-3.5-mini-instruct"

@@ -124,7 +124,7 @@ def compiled_library(
         if target_name == "webgpu":
             executable = compile_module(mod, target, SCHEDULE_CLASSES[schedule_class], attention)
         else:
-            executable = compile_module(mod, target)
+            executable = compile_module(mod, target, attention=attention)
     except Exception as exc:  # TVM raises its own error types from deep inside passes
         raise CompileError(f"TVM failed to compile the model for {target_name}: {exc}") from None
     with atomic_directory(final, replace=False) as tmp:

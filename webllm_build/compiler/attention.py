@@ -185,7 +185,32 @@ def _decode(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16, window
     return batch_decode_paged_kv
 
 
-def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16, window: int = 0):
+def replace_cpu_sliding_prefill(mod: tvm.IRModule, shape: AttentionShape) -> tvm.IRModule:
+    """`mod` (a CPU build) with the cache's sliding-window prefill kernel swapped for ours, run
+    serially. TVM 0.27's CPU kernel reads its running maximum before setting it when a chunk
+    row's first cached key lies outside the window (always so once a sequence outgrows the
+    window): uninitialised memory, which gave NaN logits once an earlier model had left
+    garbage there (tests/test_models.py, Gemma 3 after other models in one process)."""
+    if not shape.sliding_window:
+        return mod
+    for gvar, func in list(mod.functions_items()):
+        if gvar.name_hint == "batch_prefill_paged_kv_cpu_sliding_window" and isinstance(
+            func, tvm.tirx.PrimFunc
+        ):
+            heads = (shape.kv_heads, shape.heads, shape.head_dim, shape.dtype)
+            new = _prefill_paged(*heads, window=shape.sliding_window, cpu=True)
+            mod[gvar] = new.with_attr("global_symbol", gvar.name_hint)
+    return mod
+
+
+def _parallel(extent, thread: str, cpu: bool):
+    """A loop over `extent` bound to a GPU thread axis, or a plain loop on the CPU."""
+    return T.serial(extent) if cpu else T.thread_binding(extent, thread=thread)
+
+
+def _prefill_paged(
+    h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16, window: int = 0, cpu: bool = False
+):
     """A prompt chunk's attention to the cached pages; with `window`, for sliding-window layers:
     chunk row r sees the last `window - r - 1` cached keys (the rest of its window is in the
     chunk itself, which the ragged kernel covers, as the chunk is never longer than the window)."""
@@ -237,9 +262,9 @@ def _prefill_paged(h_kv: int, h_q: int, d: int, dtype: str, page_size: int = 16,
         output = T.match_buffer(output_handle, (total, h_q, d), dtype)
         lse = T.match_buffer(lse_handle, (total, h_q), "float32")
 
-        for row in T.thread_binding(total, thread="blockIdx.x"):
-            for b in T.thread_binding(batch, thread="blockIdx.y"):
-                for h in T.thread_binding(h_q, thread="threadIdx.x"):
+        for row in _parallel(total, "blockIdx.x", cpu):
+            for b in _parallel(batch, "blockIdx.y", cpu):
+                for h in _parallel(h_q, "threadIdx.x", cpu):
                     with T.sblock("attn"):
                         # Regions would be inferred from let-bound lengths, which live inside the block.
                         T.reads()

@@ -10,6 +10,7 @@ from tvm.target import Target
 from webllm_build.compiler.attention import (
     AttentionShape,
     replace_attention,
+    replace_cpu_sliding_prefill,
     replace_merge_state,
     replace_split_rotary,
 )
@@ -40,6 +41,8 @@ def model_pipeline(
         mod = relax.transform.FuseTransposeMatmul()(mod)
         mod = relax.transform.DeadCodeElimination()(mod)
         if target.kind.name != "webgpu":
+            if attention is not None:
+                mod = replace_cpu_sliding_prefill(mod, attention)
             mod = add_prepare_params(mod, word_major=False)
         return default(mod)
 
