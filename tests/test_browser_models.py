@@ -92,17 +92,27 @@ def _loaded(browser, url: str, name: str, schedule: str) -> PageModel:
     return model
 
 
+# Every class, every family: within 1e-3 of transformers' prefill logits, then its greedy tokens.
+LOGIT_BOUND = 1e-3
+
+
+def _assert_matches(model: PageModel, reference, prompt: list[int], label: str) -> None:
+    """The model's prefill logits within LOGIT_BOUND of `reference`'s, then exactly its 16 greedy
+    tokens from a fresh sequence."""
+    logits = np.asarray(model.prefill(prompt), dtype=np.float32)
+    error = float(np.abs(logits - hf_last_logits(reference, prompt)).max())
+    print(f"\n{label}: prefill max |logit error| {error:.2e}")
+    assert error < LOGIT_BOUND
+    model.reset()
+    assert model.greedy(prompt, 16) == hf_greedy(reference, prompt, 16, eos_ids=[])
+
+
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_quantized_llama_matches_transformers_on_dequantized_weights(tiny_site, browser, schedule):
     url, checkpoints = tiny_site
     reference = requantize_(_hf(checkpoints["llama"]))
     model = _loaded(browser, url, "llama", schedule)
-    logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
-    error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
-    print(f"\nllama q4f32_1 on WebGPU ({schedule}): prefill max |logit error| {error:.2e}")
-    assert error < 1e-3
-    model.reset()
-    assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
+    _assert_matches(model, reference, PROMPT, f"llama q4f32_1 on WebGPU ({schedule})")
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -114,12 +124,7 @@ def test_asymmetric_llama_matches_transformers_on_dequantized_weights(tiny_site,
     url, checkpoints = tiny_site
     reference = requantize_(_hf(checkpoints["llama"]), asymmetric=True)
     model = _loaded(browser, url, "llama-asym", schedule)
-    logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
-    error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
-    print(f"\nllama q4f32_asym on WebGPU ({schedule}): prefill max |logit error| {error:.2e}")
-    assert error < 1e-3
-    model.reset()
-    assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
+    _assert_matches(model, reference, PROMPT, f"llama q4f32_asym on WebGPU ({schedule})")
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -133,12 +138,7 @@ def test_gguf_blocks_taken_over_exactly_match_transformers_on_the_file(tiny_site
     path = checkpoints["llama-gguf"]
     reference = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).eval()
     model = _loaded(browser, url, "llama-gguf", schedule)
-    logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
-    error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
-    print(f"\nllama GGUF (Q4_1, Q8_0) as q4f32_asym ({schedule}): prefill max |logit error| {error:.2e}")
-    assert error < 1e-3
-    model.reset()
-    assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
+    _assert_matches(model, reference, PROMPT, f"llama GGUF (Q4_1, Q8_0) as q4f32_asym ({schedule})")
 
 
 @pytest.mark.parametrize("name", ["qwen2", "qwen3", "smollm3"])
@@ -154,15 +154,9 @@ def test_quantized_qwen_and_smollm3_match_transformers_on_dequantized_weights(
     logits, against 1e-5 on the CPU; the greedy tokens must match exactly.
     """
     url, checkpoints = tiny_site
-    bound = 1e-3
     reference = requantize_(_hf(checkpoints[name]))
     model = _loaded(browser, url, name, schedule)
-    logits = np.asarray(model.prefill(PROMPT), dtype=np.float32)
-    error = float(np.abs(logits - hf_last_logits(reference, PROMPT)).max())
-    print(f"\n{name} q4f32_1 on WebGPU ({schedule}): prefill max |logit error| {error:.2e}")
-    assert error < bound
-    model.reset()
-    assert model.greedy(PROMPT, 16) == hf_greedy(reference, PROMPT, 16, eos_ids=[])
+    _assert_matches(model, reference, PROMPT, f"{name} q4f32_1 on WebGPU ({schedule})")
 
 
 # Longer than Gemma 3's window: its local layers must drop the oldest positions.
@@ -179,12 +173,7 @@ def test_quantized_gemma3_sliding_window_matches_transformers_on_dequantized_wei
     url, checkpoints = tiny_site
     reference = requantize_(_hf(checkpoints["gemma3"]))
     model = _loaded(browser, url, "gemma3", schedule)
-    logits = np.asarray(model.prefill(LONG_PROMPT), dtype=np.float32)
-    error = float(np.abs(logits - hf_last_logits(reference, LONG_PROMPT)).max())
-    print(f"\ngemma3 q4f32_1 on WebGPU ({schedule}): prefill max |logit error| {error:.2e}")
-    assert error < 1e-3
-    model.reset()
-    assert model.greedy(LONG_PROMPT, 16) == hf_greedy(reference, LONG_PROMPT, 16, eos_ids=[])
+    _assert_matches(model, reference, LONG_PROMPT, f"gemma3 q4f32_1 on WebGPU ({schedule})")
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
