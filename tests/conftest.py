@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Test builds carry only the kernels SwiftShader runs, one link per model instead of two;
 # tests/test_browser_models.py builds and checks every schedule class.
 CI_SCHEDULES = ("cpu-emulated",)
+# Libraries linked without binaryen's optimizer (compiler/link.py): ~15 s less per library, and
+# the suite links dozens. test_wheel.py builds the default site as users get it, at -O2.
+os.environ["WEBLLM_BUILD_FAST_LINK"] = "1"
 
 # The fixtures users get from webllm_build.verify.testing (webllm_page etc.); ours pick the site below.
 pytest_plugins = ["webllm_build.verify.testing"]

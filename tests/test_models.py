@@ -322,25 +322,30 @@ def test_smollm2_greedy_matches_transformers(smollm2, quantization):
         assert error <= LOGIT_TOLERANCE, text
 
 
+CPU_PROMPTS = 6
+
+
 def test_smollm2_gguf_blocks_taken_over_answer_as_transformers_on_the_file(smollm2):
     """The default model built from its GGUF's own blocks (q4f32_asym: Q4_1 and Q8_0 taken over
-    exactly) gives transformers' greedy reply on the original file for the 20 prompts, 32 tokens
-    or to eos. (Measured: 20 of 20; the former default q4f32_1, every weight rounded a second
-    time, 1 of 20: /tmp runs of this loop, not repeated here to keep CI short.)"""
+    exactly) gives transformers' greedy reply on the original file, 32 tokens or to eos, for the
+    first CPU_PROMPTS everyday prompts; all 20 run in Chromium (test_site_chat.py), the issue's
+    test. (Measured on all 20 here: 20 of 20; the former default q4f32_1, every weight rounded a
+    second time, 1 of 20. The CPU build's unscheduled kernels take ~10 s a reply.)"""
     directories, _, _ = smollm2
     gguf = resolve_model(SMOLLM2).path
     reference = transformers_model(gguf.parent, gguf_file=gguf.name)
     exact = CpuModel(directories["q4f32_asym"])
     tokenizer = directories["q4f32_asym"] / exact.config["tokenizer"]
-    prompts = chat_prompt_ids(tokenizer, exact.config["chat_template"], EVERYDAY_PROMPTS)
+    texts = EVERYDAY_PROMPTS[:CPU_PROMPTS]
+    prompts = chat_prompt_ids(tokenizer, exact.config["chat_template"], texts)
     eos = exact.config["eos_token_ids"]
     differing = []
-    for text, ids in zip(EVERYDAY_PROMPTS, prompts, strict=True):
+    for text, ids in zip(texts, prompts, strict=True):
         exact.reset()
         if exact.greedy(ids, SMOLLM2_STEPS) != transformers_greedy(reference, ids, SMOLLM2_STEPS, eos).tokens:
             differing.append(text)
-    print(f"\nSmolLM2 q4f32_asym: {len(EVERYDAY_PROMPTS) - len(differing)} of 20 replies equal transformers'")
-    assert len(differing) <= 2, differing
+    print(f"\nSmolLM2 q4f32_asym: {len(texts) - len(differing)} of {len(texts)} replies equal transformers'")
+    assert not differing
 
 
 # --- 5. bad input ---------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from webllm_build.compiler.schedules import SCHEDULE_CLASSES
 from webllm_build.compiler.target import cpu_target, webgpu_target
 from webllm_build.convert import checkpoint_fetcher, checkpoint_groups, model_parameters
 from webllm_build.errors import CompileError, WebLLMBuildError
+from webllm_build.loaders.tokenizer_kind import tokenizer_kind
 from webllm_build.models import ModelConfig, architecture_of
 from webllm_build.models.rotary import model_rotates, rotary_inv_freq
 from webllm_build.paths import cache_dir
@@ -88,12 +89,23 @@ def build_module(
     return mod, params
 
 
-def compiled_library(
-    plan: ModelPlan, schedule_class: str, log: Callable[[str], None]
-) -> tuple[Path, list[tuple[str, tuple[int, ...], str]]]:
-    """The cached library of one of the plan's schedule classes (compiling it if needed) and the
-    model's parameter list (name, shape, dtype) in the order the library takes them."""
+Params = list[tuple[str, tuple[int, ...], str]]
+# Written beside each cached library: the parameter list it takes, so a cache hit skips
+# exporting the model to Relax (~5 s of TVMScript parsing for the KV cache's kernels alone).
+PARAMS_FILE = "params.json"
+
+
+def compiled_libraries(plan: ModelPlan, log: Callable[[str], None]) -> tuple[dict[str, Path], Params]:
+    """The cached library of each of the plan's schedule classes, compiling the missing ones from
+    one export of the model, and its parameter list (name, shape, dtype) in the order the
+    libraries take them."""
     config, q, target_name = plan.config, plan.quantization, plan.options.target
+    root = cache_dir() / "libs"
+    libraries = {c: root / plan.library_keys[c] / library_name(target_name) for c in plan.schedules}
+    missing = [c for c, library in libraries.items() if not library.is_file()]
+    if not missing:
+        saved = json.loads((libraries[plan.schedules[0]].parent / PARAMS_FILE).read_text())
+        return libraries, [(name, tuple(shape), dtype) for name, shape, dtype in saved]
     target = webgpu_target() if target_name == "webgpu" else cpu_target()
     try:
         mod, params = build_module(config, q, target, plan.wide_modules)
@@ -101,43 +113,41 @@ def compiled_library(
         raise
     except Exception as exc:  # TVM raises its own error types while tracing the model
         raise CompileError(f"Exporting {config.architecture} ({q.name}) to Relax failed: {exc}") from None
-    root = cache_dir() / "libs"
-    final = root / plan.library_keys[schedule_class]
-    library = final / library_name(target_name)
-    if library.is_file():
-        return library, params
     sweep_stale_temps(root)
     runtime = build_runtime(log) if target_name == "webgpu" else None
-    log(f"Compiling {config.architecture} ({q.name}) for {target_name} ({schedule_class} schedules)...")
-    try:
-        # Where the cache rotates (the model does not), our kernel rotates for it.
-        inv_freq = () if model_rotates(config) else tuple(float(f) for f in rotary_inv_freq(config, 0))
-        attention = AttentionShape(
-            config.num_kv_heads,
-            config.num_heads,
-            config.head_dim,
-            q.model_dtype,
-            config.sliding_window,
-            config.rotary_dim,
-            inv_freq,
-        )
-        if target_name == "webgpu":
-            executable = compile_module(mod, target, SCHEDULE_CLASSES[schedule_class], attention)
-        else:
-            executable = compile_module(mod, target, attention=attention)
-    except Exception as exc:  # TVM raises its own error types from deep inside passes
-        raise CompileError(f"TVM failed to compile the model for {target_name}: {exc}") from None
-    with atomic_directory(final, replace=False) as tmp:
-        if runtime is not None:
-            log("Linking the model library with emcc...")
-            link_wasm(executable, tmp / library.name, runtime)
-        else:
-            executable.export_library(str(tmp / library.name))
-    return library, params
+    # Where the cache rotates (the model does not), our kernel rotates for it.
+    inv_freq = () if model_rotates(config) else tuple(float(f) for f in rotary_inv_freq(config, 0))
+    attention = AttentionShape(
+        config.num_kv_heads,
+        config.num_heads,
+        config.head_dim,
+        q.model_dtype,
+        config.sliding_window,
+        config.rotary_dim,
+        inv_freq,
+    )
+    for schedule_class in missing:
+        log(f"Compiling {config.architecture} ({q.name}) for {target_name} ({schedule_class} schedules)...")
+        try:
+            if target_name == "webgpu":
+                executable = compile_module(mod, target, SCHEDULE_CLASSES[schedule_class], attention)
+            else:
+                executable = compile_module(mod, target, attention=attention)
+        except Exception as exc:  # TVM raises its own error types from deep inside passes
+            raise CompileError(f"TVM failed to compile the model for {target_name}: {exc}") from None
+        library = libraries[schedule_class]
+        with atomic_directory(library.parent, replace=False) as tmp:
+            if runtime is not None:
+                log("Linking the model library with emcc...")
+                link_wasm(executable, tmp / library.name, runtime)
+            else:
+                executable.export_library(str(tmp / library.name))
+            (tmp / PARAMS_FILE).write_text(json.dumps(params))
+    return libraries, params
 
 
 def browser_config(
-    plan: ModelPlan, params: list[tuple[str, tuple[int, ...], str]], files: dict[str, str]
+    plan: ModelPlan, params: Params, files: dict[str, str]
 ) -> dict[str, Any]:
     checkpoint, config, q = plan.checkpoint, plan.config, plan.quantization
     return {
@@ -162,6 +172,7 @@ def browser_config(
         "required_features": q.required_features,
         "random_weights": plan.options.random_weights,
         "tokenizer_stand_in": checkpoint.tokenizer_stand_in,
+        "tokenizer_kind": tokenizer_kind(checkpoint.tokenizer_json),
         **files,
         "param_names": [name for name, _, _ in params],
     }
@@ -175,8 +186,8 @@ def build_model(plan: ModelPlan, out: Path, log: Callable[[str], None] = lambda 
     # SwiftShader compiles every shader of a library up front (seconds), so a library holding
     # both variants would make every page pay for kernels it never runs.
     classes = plan.schedules
-    libraries = {c: compiled_library(plan, c, log) for c in classes}
-    library, params = libraries[classes[0]]
+    libraries, params = compiled_libraries(plan, log)
+    library = libraries[classes[0]]
 
     # How each quantized weight was made: taken over exactly from the file's groups, or rounded.
     weight_import: dict[str, str] = {}
@@ -221,7 +232,7 @@ def build_model(plan: ModelPlan, out: Path, log: Callable[[str], None] = lambda 
             # What the page needs to pick a library for its adapter (web/src/model.ts).
             index_extra["schedule_classes"] = {c: {"adapter": SCHEDULE_CLASSES[c].adapter} for c in classes}
             for c in classes[1:]:
-                files[f"library:{c}"] = content_hashed_copy(libraries[c][0], tmp, "model")
+                files[f"library:{c}"] = content_hashed_copy(libraries[c], tmp, "model")
             files[f"library:{classes[0]}"] = files["library"]
         write_model_index(tmp, files, index_extra)
     return BuiltModel(out, out / files["library"], settings)
@@ -235,7 +246,7 @@ def plan_and_build(
 
 
 def parameter_count(
-    params: list[tuple[str, tuple[int, ...], str]], wide: frozenset[str] = frozenset()
+    params: Params, wide: frozenset[str] = frozenset()
 ) -> int:
     """The model's parameter count: a packed word holds eight 4-bit values (four in a module kept
     at 8 bits); scales and minimums are overhead."""

@@ -21,6 +21,7 @@ from typing import Literal
 
 import tvm
 
+from webllm_build.compiler.link import link_flags
 from webllm_build.compiler.schedules import DEFAULT_SCHEDULES, schedule_classes
 from webllm_build.errors import OptionsError
 from webllm_build.loaders import Checkpoint, load_checkpoint, load_without_weights, resolve_model
@@ -153,6 +154,8 @@ def library_key(
         for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
             sources.update(path.read_bytes())
     parts = [dataclasses.asdict(config), q.name, target, tvm.__version__, schedule_class, sources.hexdigest()]
+    if target == "webgpu":
+        parts.append(link_flags())
     return _digest(parts + ([sorted(wide)] if wide else []))
 
 
