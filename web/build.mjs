@@ -5,24 +5,27 @@ import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
 
-// @mlc-ai/web-tokenizers ships a UMD file (wasm inlined as base64) inside a "type": "module"
-// package, so esbuild would read it as ESM and find no exports. Loaded from a namespace of its own,
-// it is judged by its content: CommonJS, whose exports the engine can import.
-const webTokenizersAsCommonJS = {
-  name: "web-tokenizers-as-commonjs",
+// @mlc-ai/web-tokenizers and @mlc-ai/web-xgrammar ship UMD files (wasm inlined as base64) inside
+// "type": "module" packages, so esbuild would read them as ESM and find no exports. Loaded from a
+// namespace of their own, they are judged by their content: CommonJS, whose exports the engine
+// can import. The wasm is inlined, so the script's own URL is never used; without `document` and
+// `location` (Deno) the glue would compute it with require("url").
+const UMD_PACKAGES = {
+  "@mlc-ai/web-tokenizers": [["new (require('u' + 'rl').URL)('file:' + __filename).href", '""']],
+  "@mlc-ai/web-xgrammar": [["require('u' + 'rl').pathToFileURL(__filename).href", '""']],
+};
+
+const umdAsCommonJS = {
+  name: "umd-as-commonjs",
   setup(build) {
     // The bare name, not the file's path: the bundle names the module and must not depend on
     // where the repository lies.
-    build.onResolve({ filter: /^@mlc-ai\/web-tokenizers$/ }, (args) => ({
+    build.onResolve({ filter: /^@mlc-ai\/(web-tokenizers|web-xgrammar)$/ }, (args) => ({
       path: args.path,
       namespace: "umd-as-cjs",
     }));
     build.onLoad({ filter: /.*/, namespace: "umd-as-cjs" }, async (args) => ({
-      contents: webOnly(await readFile(require.resolve(args.path), "utf8"), args.path, [
-        // The wasm is inlined, so the script's own URL is never used; without `document` and
-        // `location` the glue would compute it with require("url").
-        ["new (require('u' + 'rl').URL)('file:' + __filename).href", '""'],
-      ]),
+      contents: webOnly(await readFile(require.resolve(args.path), "utf8"), args.path, UMD_PACKAGES[args.path]),
       loader: "js",
     }));
   },
@@ -67,7 +70,7 @@ await esbuild.build({
   ...common,
   entryPoints: ["src/index.ts"],
   outfile: "dist/webllm_build.js",
-  plugins: [webTokenizersAsCommonJS, tvmjsWebOnly],
+  plugins: [umdAsCommonJS, tvmjsWebOnly],
   // tvmjs and web-tokenizers require these only when they run under Node; a browser never
   // reaches those calls.
   external: ["fs", "path", "perf_hooks", "ws", "crypto", "url", "module"],

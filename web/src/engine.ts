@@ -16,6 +16,7 @@ import type {
 } from "./engine_api";
 import { EngineError } from "./errors";
 import { generate, type GenerationEvent, type GenerationOptions, type LoadedChat } from "./generation";
+import { Grammars } from "./grammar";
 import { Model } from "./model";
 import type { SamplingParams } from "./sampling";
 import { Tokenizer } from "./tokenizer";
@@ -29,14 +30,34 @@ function invalid(message: string): EngineError {
   return new EngineError("invalid-request", message);
 }
 
-function samplingParams(request: ChatCompletionRequest): SamplingParams {
+function samplingParams(request: ChatCompletionRequest, vocabSize: number): SamplingParams {
   const temperature = request.temperature ?? 0;
   const topP = request.top_p ?? 1;
   const repetitionPenalty = request.repetition_penalty ?? 1;
   if (!(temperature >= 0)) throw invalid(`temperature must be >= 0, got ${temperature}.`);
   if (!(topP > 0 && topP <= 1)) throw invalid(`top_p must be in (0, 1], got ${topP}.`);
   if (!(repetitionPenalty > 0)) throw invalid(`repetition_penalty must be > 0, got ${repetitionPenalty}.`);
-  return { temperature, topP, repetitionPenalty };
+  return { temperature, topP, repetitionPenalty, logitBias: logitBias(request.logit_bias, vocabSize) };
+}
+
+// OpenAI's shape: {"<token id>": bias in [-100, 100]}.
+function logitBias(biases: Record<string, number> | null | undefined, vocabSize: number): Map<number, number> {
+  const out = new Map<number, number>();
+  if (biases == null) return out;
+  if (typeof biases !== "object" || Array.isArray(biases)) {
+    throw invalid('logit_bias must be an object of token id to bias, e.g. {"50256": -100}.');
+  }
+  for (const [key, bias] of Object.entries(biases)) {
+    const id = Number(key);
+    if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) {
+      throw invalid(`logit_bias: "${key}" is not a token id of this model (0 to ${vocabSize - 1}).`);
+    }
+    if (!(typeof bias === "number" && bias >= -100 && bias <= 100)) {
+      throw invalid(`logit_bias: the bias of token ${key} must be a number in [-100, 100], got ${bias}.`);
+    }
+    out.set(id, bias);
+  }
+  return out;
 }
 
 function validateMessages(messages: ChatMessage[]): void {
@@ -86,10 +107,17 @@ export class Engine implements ChatEngine {
       tokenizerLoad.then((t) => t.dispose(), () => {});
       throw error;
     }
-    this.loaded = { model, tokenizer, template: new ChatTemplate(model.config.chat_template), cached: [] };
+    this.loaded = {
+      model,
+      tokenizer,
+      template: new ChatTemplate(model.config.chat_template),
+      cached: [],
+      grammars: new Grammars(tokenizer, model.config),
+    };
   }
 
   async unload(): Promise<void> {
+    this.loaded?.grammars.dispose();
     this.loaded?.model.dispose();
     this.loaded?.tokenizer.dispose();
     this.loaded = undefined;
@@ -125,7 +153,7 @@ export class Engine implements ChatEngine {
   private async create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>> {
     const chat = this.loadedChat();
     validateMessages(request.messages);
-    const sampling = samplingParams(request);
+    const sampling = samplingParams(request, chat.model.config.vocab_size);
     const maxTokens = request.max_tokens ?? DEFAULT_MAX_TOKENS;
     if (!(Number.isInteger(maxTokens) && maxTokens > 0)) throw invalid(`max_tokens must be a positive integer.`);
     const topLogprobs = validateLogprobs(request);
@@ -134,6 +162,8 @@ export class Engine implements ChatEngine {
       throw invalid("chat_template_kwargs must be an object of template variables, e.g. {enable_thinking: false}.");
     }
     if (this.busy) throw new EngineError("busy", "A completion is already running; wait for it or interrupt it.");
+    // Compiled (or taken from the cache) before any token: a bad schema or grammar fails here.
+    const constraint = await chat.grammars.constraint(request.response_format);
     const chunks = this.stream(chat, request, {
       messages: request.messages,
       templateVariables,
@@ -144,6 +174,7 @@ export class Engine implements ChatEngine {
       logprobs: Boolean(request.logprobs),
       topLogprobs,
       ignoreEos: Boolean(request.ignore_eos),
+      constraint,
       interrupted: () => this.interruptRequested,
     });
     return request.stream ? chunks : collect(chunks, Boolean(request.logprobs));

@@ -4,6 +4,7 @@
 // Types only: the page bundle imports this without pulling in the engine.
 
 import type { ChatMessage } from "./chat_template";
+import type { ResponseFormat } from "./grammar";
 import type { AdapterReport } from "./webgpu";
 import type { LoadWeightsOptions } from "./weights";
 
@@ -16,6 +17,8 @@ export interface ChatCompletionRequest {
   stop?: string | string[] | null;
   seed?: number;
   repetition_penalty?: number;
+  // OpenAI's: token id (as a string key) -> a bias in [-100, 100] added to its logit.
+  logit_bias?: Record<string, number> | null;
   // OpenAI-style: the log-probability of every completion token and of the `top_logprobs`
   // most likely ones at each step, from the model's own distribution (raw logits, before
   // repetition penalty, temperature and top-p).
@@ -26,6 +29,10 @@ export interface ChatCompletionRequest {
   // Not OpenAI (vLLM's name): variables for the model's chat template, e.g. Qwen3's and
   // SmolLM3's `{enable_thinking: false}` or Llama 3.x's `{date_string: "01 Jan 2025"}`.
   chat_template_kwargs?: Record<string, unknown>;
+  // Structured output, enforced token by token (grammar.ts): {type: "json_object"},
+  // {type: "json_schema", json_schema: {name, schema, strict}}, or, not OpenAI,
+  // {type: "grammar", grammar: "<EBNF, start rule root>"}.
+  response_format?: ResponseFormat | null;
 }
 
 // `token_id` is not in OpenAI's schema: golden-output checks compare ids, not strings.

@@ -11,6 +11,7 @@
 import type { ChatMessage, ChatTemplate } from "./chat_template";
 import type { CompletionUsage, FinishReason, TokenLogprob, TopLogprob } from "./engine_api";
 import { EngineError } from "./errors";
+import { applyMask, type Constraint, type Grammars } from "./grammar";
 import type { GreedyRun } from "./greedy_run";
 import type { Model } from "./model";
 import { sampleToken, seededRandom, type SamplingParams } from "./sampling";
@@ -23,6 +24,7 @@ export interface LoadedChat {
   tokenizer: Tokenizer;
   template: ChatTemplate;
   cached: number[];
+  grammars: Grammars;
 }
 
 export interface GenerationOptions {
@@ -35,6 +37,9 @@ export interface GenerationOptions {
   logprobs: boolean;
   topLogprobs: number;
   ignoreEos: boolean;
+  // Structured output (grammar.ts): only tokens the grammar allows are picked, and the reply
+  // ends when the grammar is complete, end-of-sequence token included, ignoreEos or not.
+  constraint?: Constraint;
   interrupted(): boolean;
 }
 
@@ -74,7 +79,8 @@ export async function* generate(chat: LoadedChat, options: GenerationOptions): A
       const token = source.next(promptIds, generated);
       generated.push(token);
       if (options.logprobs) logprobs.push(source.logprobs(token, tokenizer));
-      if (!options.ignoreEos && config.eos_token_ids.includes(token)) {
+      options.constraint?.accept(token);
+      if ((!options.ignoreEos || options.constraint) && config.eos_token_ids.includes(token)) {
         finish = "stop";
         break;
       }
@@ -148,7 +154,9 @@ function commonPrefix(a: number[], b: number[]): number {
 
 // Where each next token comes from. Plain greedy replies never need the logits on the CPU: the
 // GPU picks each token and only its id comes back. Penalties, temperature and logprobs need the
-// whole vector.
+// whole vector. Under a grammar, greedy still reads back only the id (the grammar's mask goes up
+// to the GPU, which picks among the allowed tokens), but each step waits for its token: the next
+// mask depends on it. Sampling masks the vector on the CPU.
 class TokenSource {
   private readonly onGpu: boolean;
   private readonly random: () => number;
@@ -162,14 +170,15 @@ class TokenSource {
     private readonly model: Model,
     private readonly options: GenerationOptions,
   ) {
-    const { temperature, repetitionPenalty } = options.sampling;
-    this.onGpu = temperature <= 0 && repetitionPenalty === 1 && !options.logprobs;
+    const { temperature, repetitionPenalty, logitBias } = options.sampling;
+    this.onGpu = temperature <= 0 && repetitionPenalty === 1 && !logitBias?.size && !options.logprobs;
     this.random = seededRandom(options.seed);
   }
 
   async prefill(ids: number[]): Promise<void> {
-    if (this.onGpu) this.gpuToken = await this.model.prefillGreedy(ids);
-    else this.logits = await this.model.prefill(ids);
+    const mask = await this.options.constraint?.nextMask();
+    if (this.onGpu) this.gpuToken = await this.model.prefillGreedy(ids, mask);
+    else this.logits = this.masked(await this.model.prefill(ids), mask);
   }
 
   // The next token; the repetition penalty looks at the prompt and the reply so far.
@@ -187,7 +196,13 @@ class TokenSource {
 
   // Feeds `token` to the model, at most `remaining` more tokens being wanted.
   async feed(token: number, remaining: number): Promise<void> {
-    if (this.onGpu) {
+    const constraint = this.options.constraint;
+    if (constraint) {
+      // The GPU decodes while the CPU works out the mask for the step's output.
+      const mask = constraint.nextMask();
+      if (this.onGpu) this.gpuToken = await this.model.decodeGreedy(token, mask);
+      else this.logits = this.masked(await this.model.decode(token), await mask);
+    } else if (this.onGpu) {
       this.run ??= this.model.greedyRun(token, remaining);
       this.gpuToken = await this.run.next();
     } else {
@@ -195,8 +210,14 @@ class TokenSource {
     }
   }
 
+  private masked(logits: Float32Array, mask: Int32Array | undefined): Float32Array {
+    if (mask) applyMask(logits, mask);
+    return logits;
+  }
+
   close(): void {
     this.run?.close();
+    this.options.constraint?.dispose();
   }
 }
 

@@ -24,6 +24,7 @@ export {
   type SpecialTokens,
 } from "./chat_template";
 export { Engine, createEngine } from "./engine";
+export { Constraint, Grammars, applyMask, type ResponseFormat, type TokenizerKind } from "./grammar";
 export type {
   ChatCompletion,
   ChatCompletionChunk,

@@ -5,6 +5,7 @@ import * as tvmjs from "@mlc-ai/web-runtime";
 import { ScalarReader, webgpuContext } from "./gpu_commands";
 import { GreedyRun, type GpuDecoder } from "./greedy_run";
 import { EngineError } from "./errors";
+import type { TokenizerKind } from "./grammar";
 import { loadLibrary, type LoadedLibrary } from "./library";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 import { probeWebGPU } from "./webgpu";
@@ -74,6 +75,8 @@ export interface ModelConfig {
   tokenizer: string;
   tensor_cache: string;
   param_names: string[];
+  // How the tokenizer spells its vocabulary, for grammars (absent in older builds).
+  tokenizer_kind?: TokenizerKind;
 }
 
 const SEQUENCE_ID = 0;
@@ -231,14 +234,22 @@ export class Model implements GpuDecoder {
   };
 
   // The greedy token, picked on the GPU (the library's `argmax`): 4 bytes come back, not the
-  // vocabulary's logits. Ties go to the lowest id, as `argmax` in sampling.ts.
-  private readonly readArgmax = async (logits: tvmjs.Tensor): Promise<number> => {
-    const { tvm, device, vm } = this.lib;
-    const token = vm.getFunction("argmax")(logits) as tvmjs.Tensor;
-    const host = tvm.empty([1], "int32", tvm.cpu()).copyFrom(token);
-    await device.sync();
-    return (host.toArray() as Int32Array)[0];
-  };
+  // vocabulary's logits. Ties go to the lowest id, as `argmax` in sampling.ts. With a grammar's
+  // `mask` (grammar.ts), the mask goes up and `argmax_masked` picks among the allowed tokens.
+  private readArgmax(mask?: Int32Array | Promise<Int32Array>): (logits: tvmjs.Tensor) => Promise<number> {
+    return async (logits) => {
+      const { tvm, device, vm } = this.lib;
+      const allowed = await mask;
+      const token = (
+        allowed === undefined
+          ? vm.getFunction("argmax")(logits)
+          : vm.getFunction("argmax_masked")(logits, tvm.empty([allowed.length], "int32", device).copyFrom(allowed))
+      ) as tvmjs.Tensor;
+      const host = tvm.empty([1], "int32", tvm.cpu()).copyFrom(token);
+      await device.sync();
+      return (host.toArray() as Int32Array)[0];
+    };
+  }
 
   // Forgets the last `n` tokens, so a conversation can continue from an earlier point.
   popTokens(n: number): void {
@@ -273,14 +284,15 @@ export class Model implements GpuDecoder {
     return this.forward("decode", [token], this.readLogits);
   }
 
-  // The greedy next token after feeding `ids`, chosen on the GPU.
-  prefillGreedy(ids: number[]): Promise<number> {
-    return this.prefillWith(ids, this.readArgmax);
+  // The greedy next token after feeding `ids`, chosen on the GPU (among `mask`'s tokens).
+  prefillGreedy(ids: number[], mask?: Int32Array): Promise<number> {
+    return this.prefillWith(ids, this.readArgmax(mask));
   }
 
-  // One greedy step that waits for its token: for timing and profiling single steps.
-  decodeGreedy(token: number): Promise<number> {
-    return this.forward("decode", [token], this.readArgmax);
+  // One greedy step that waits for its token (among `mask`'s, which may still be being
+  // computed while the step is queued): constrained replies, and timing single steps.
+  decodeGreedy(token: number, mask?: Int32Array | Promise<Int32Array>): Promise<number> {
+    return this.forward("decode", [token], this.readArgmax(mask));
   }
 
   // `steps` greedy tokens after `ids` (fewer if one is an end of sequence), decoded as the engine

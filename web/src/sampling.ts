@@ -1,10 +1,13 @@
-// Picks the next token from a logits vector: greedy at temperature 0, otherwise repetition
-// penalty, temperature, top-p (nucleus) and a seeded draw, so a seed makes replies reproducible.
+// Picks the next token from a logits vector: logit bias, repetition penalty, then greedy at
+// temperature 0, otherwise temperature, top-p (nucleus) and a seeded draw, so a seed makes
+// replies reproducible.
 
 export interface SamplingParams {
   temperature: number;
   topP: number;
   repetitionPenalty: number;
+  // OpenAI's logit_bias: added to the token's logit before anything else.
+  logitBias?: Map<number, number>;
 }
 
 // mulberry32: tiny, fast and good enough to draw tokens; Math.random cannot be seeded.
@@ -39,6 +42,7 @@ export function sampleToken(
   random: () => number,
 ): number {
   const scores = Float32Array.from(logits);
+  for (const [id, bias] of params.logitBias ?? []) scores[id] += bias;
   if (params.repetitionPenalty !== 1) penalize(scores, seen, params.repetitionPenalty);
   if (params.temperature <= 0) return argmax(scores);
 

@@ -1,8 +1,8 @@
 """What every decoder shares: the config, the paged KV cache, the exported functions.
 
 A model file defines its layers and `hidden_states(...)`; this base adds the functions the
-browser calls (embed, prefill, decode, create_paged_kv_cache, softmax_with_temperature, argmax) and
-the export spec, so no model repeats them.
+browser calls (embed, prefill, decode, create_paged_kv_cache, softmax_with_temperature, argmax,
+argmax_masked) and the export spec, so no model repeats them.
 """
 
 from __future__ import annotations
@@ -108,6 +108,20 @@ class DecoderModel(nn.Module):
         kernel = argmax_kernel(self.config.vocab_size, self.target)
         return op.tensor_ir_op(kernel, "argmax_kernel", [logits], Tensor.placeholder([1], "int32"))
 
+    def argmax_masked(self, logits: Tensor, bitmask: Tensor) -> Tensor:
+        """The greedy token among those a grammar allows: bit i % 32 of word i // 32 of `bitmask`,
+        as xgrammar writes its token masks. Structured output keeps the 4-byte readback."""
+
+        def allowed(x: te.Tensor, mask: te.Tensor) -> te.Tensor:
+            lowest = tirx.min_value("float32")
+            return te.compute(
+                x.shape,
+                lambda a, b, i: tirx.Select(((mask[i // 32] >> (i % 32)) & 1) == 1, x[a, b, i], lowest),
+                name="masked_logits",
+            )
+
+        return self.argmax(op.tensor_expr_op(allowed, "mask_logits", [logits, bitmask]))
+
     def create_paged_kv_cache(
         self,
         max_batch_size: tirx.Var,
@@ -182,6 +196,11 @@ class DecoderModel(nn.Module):
                 "$": no_params,
             },
             "argmax": {"logits": nn.spec.Tensor([1, 1, c.vocab_size], "float32"), "$": no_params},
+            "argmax_masked": {
+                "logits": nn.spec.Tensor([1, 1, c.vocab_size], "float32"),
+                "bitmask": nn.spec.Tensor([(c.vocab_size + 31) // 32], "int32"),
+                "$": no_params,
+            },
         }
 
 

@@ -1,0 +1,317 @@
+"""Structured output (`response_format`) in headless Chromium, against Python xgrammar.
+
+A tiny random-weights Llama, whose free output is noise, must still answer in the format asked
+for, on every seed: a JSON Schema with nested objects, arrays, enums and required fields, an
+EBNF grammar, JSON mode. Greedy constrained replies (the mask applied on the GPU before the
+library's argmax) equal transformers' logits masked by Python xgrammar, step by step; the page's
+masks equal Python xgrammar's on SmolLM2's real tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import numpy as np
+import pytest
+import xgrammar
+from checkpoints import make_llama, tokenizer_json
+from conftest import CI_SCHEDULES
+from reference import requantize_
+
+from webllm_build.build import plan_and_build
+from webllm_build.loaders import load_without_weights
+from webllm_build.loaders.tokenizer_kind import tokenizer_kind
+from webllm_build.plan import BuildOptions
+from webllm_build.serve import serve_in_background
+from webllm_build.verify.testing import PageModel, stage_models
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Z][a-z]{1,8}$"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "tags": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]{1,5}$"}, "maxItems": 3},
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "pattern": "^[A-Za-z ]{1,10}$"}, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}},
+            "required": ["city", "zip"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "age", "role", "tags", "address"],
+    "additionalProperties": False,
+}
+# Length-bounded free strings, which xgrammar 0.1.27 spells loosely (web/src/grammar.ts). Not in
+# the seeds' schema: a random model's bytes are often not UTF-8, and xgrammar counts a sequence
+# such as C1 BF as one character where JSON.parse reads two U+FFFD.
+NOTE = {
+    "type": "object",
+    "properties": {"title": {"type": "string", "maxLength": 12}, "person": PERSON},
+    "required": ["title", "person"],
+}
+ANSWER_EBNF = 'root ::= answer " because " reason\nanswer ::= "yes" | "no"\nreason ::= [a-z]{1,12}'
+ANSWER_RE = re.compile(r"(yes|no) because [a-z]{1,12}")
+SEEDS = range(20)
+MESSAGES = [{"role": "user", "content": "Describe a person."}]
+
+CREATE = """async (request) => {
+    try {
+        return await window.engine.chat.completions.create(request);
+    } catch (e) {
+        return {error: {code: e.code ?? null, message: String(e.message ?? e)}};
+    }
+}"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, wasm_runtime):
+    root = tmp_path_factory.mktemp("structured")
+    checkpoint = make_llama(root / "ckpt", seed=7, initializer_range=0.2)
+    compiled = plan_and_build(
+        BuildOptions(model=str(checkpoint), quantization="q4f32_1", schedules=CI_SCHEDULES), root / "out"
+    )
+    site = stage_models(root / "site", {"llama": compiled.directory})
+    with serve_in_background(site) as url:
+        yield url, checkpoint, compiled
+
+
+@pytest.fixture(scope="module")
+def engine_page(served, browser):
+    url, _, _ = served
+    page_model = PageModel(browser, url, "llama")
+    page_model.page.evaluate(
+        "async () => { window.engine = await webllm.createEngine();"
+        " await window.engine.reload(new URL('llama/', location.href).href); }"
+    )
+    return page_model.page
+
+
+def _reply(page, **request) -> dict:
+    response = page.evaluate(CREATE, {"messages": MESSAGES, "max_tokens": 200, **request})
+    assert "error" not in response, response
+    return response["choices"][0]
+
+
+def test_json_schema_replies_validate_on_every_seed(engine_page):
+    format_ = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+    for seed in SEEDS:
+        choice = _reply(engine_page, response_format=format_, temperature=1.0, seed=seed)
+        assert choice["finish_reason"] == "stop", choice
+        jsonschema.validate(json.loads(choice["message"]["content"]), PERSON)
+
+
+def test_grammar_replies_parse_on_every_seed(engine_page):
+    for seed in SEEDS:
+        choice = _reply(engine_page, response_format={"type": "grammar", "grammar": ANSWER_EBNF}, temperature=1.0, seed=seed)
+        assert choice["finish_reason"] == "stop"
+        assert ANSWER_RE.fullmatch(choice["message"]["content"]), choice["message"]["content"]
+
+
+def test_json_mode_replies_are_objects_on_every_seed(engine_page, served):
+    """JSON mode bounds nothing: a random model would pick one of the ~500 tokens of a string for
+    hundreds of steps before a quote. logit_bias (OpenAI's) favours the tokens that close
+    strings and objects, so replies end within the budget; what they hold is still noise."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(served[2].tokenizer))
+    closing = {str(i): 4.0 for i in range(tokenizer.get_vocab_size()) if {'"', "}"} & set(tokenizer.decode([i]))}
+    for seed in SEEDS:
+        choice = _reply(
+            engine_page, response_format={"type": "json_object"}, logit_bias=closing, temperature=1.0, seed=seed, max_tokens=400
+        )
+        assert choice["finish_reason"] == "stop", choice
+        assert isinstance(json.loads(choice["message"]["content"]), dict)
+
+
+def test_free_output_of_the_model_is_not_json(engine_page):
+    """The control: without a format the same model's replies do not parse."""
+    for seed in range(3):
+        content = _reply(engine_page, temperature=1.0, seed=seed, max_tokens=40)["message"]["content"]
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(content)
+
+
+def schema_grammar(schema: dict) -> xgrammar.Grammar:
+    """xgrammar's grammar of `schema` as the page compiles it (web/src/grammar.ts): one line, no
+    free whitespace, and strings of JSON's characters only (xgrammar 0.1.27's length-bounded
+    strings let control characters in)."""
+    text = str(xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False))
+    return xgrammar.Grammar.from_ebnf(text.replace(r'[^\"\\\r\n]', r'[^\0-\x1f\"\\\r\n]'))
+
+
+def _hf_constrained_greedy(checkpoint, compiled, schema, steps: int) -> list[int]:
+    """transformers' logits, masked by Python xgrammar's bitmask, argmax: token by token."""
+    import torch
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    config = compiled.config
+    # The library's weights are 4-bit: transformers gets the same weights, dequantized.
+    hf = requantize_(AutoModelForCausalLM.from_pretrained(checkpoint).eval())
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(compiled.tokenizer))
+    info = xgrammar.TokenizerInfo.from_huggingface(
+        tokenizer, vocab_size=config["vocab_size"], stop_token_ids=config["eos_token_ids"]
+    )
+    matcher = xgrammar.GrammarMatcher(xgrammar.GrammarCompiler(info).compile_grammar(schema_grammar(schema)))
+    bitmask = xgrammar.allocate_token_bitmask(1, config["vocab_size"])
+    text = tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True, chat_template=config["chat_template"])
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = hf(torch.tensor([ids + out])).logits[0, -1:].float()
+            matcher.fill_next_token_bitmask(bitmask)
+            xgrammar.apply_token_bitmask_inplace(logits, bitmask)
+            out.append(int(torch.argmax(logits[0])))
+            assert matcher.accept_token(out[-1])
+            if matcher.is_terminated():
+                break
+    return out
+
+
+def test_greedy_under_a_schema_equals_transformers_masked_by_python_xgrammar(engine_page, served):
+    """The GPU path: the page uploads the mask and the library's argmax_masked picks the token."""
+    _, checkpoint, compiled = served
+    response = engine_page.evaluate(
+        CREATE,
+        {
+            "messages": MESSAGES,
+            "max_tokens": 200,
+            "logprobs": False,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "note", "schema": NOTE}},
+        },
+    )
+    choice = response["choices"][0]
+    expected = _hf_constrained_greedy(checkpoint, compiled, NOTE, 200)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(compiled.tokenizer))
+    assert choice["message"]["content"] == tokenizer.decode(expected, skip_special_tokens=True)
+    assert response["usage"]["completion_tokens"] == len(expected)
+
+
+@pytest.mark.parametrize(
+    "response_format, message",
+    [
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}, "not a JSON Schema"),
+        ({"type": "json_schema", "json_schema": {"name": "x"}}, "needs a `schema` object"),
+        ({"type": "grammar", "grammar": "root ::= ("}, "does not parse as EBNF"),
+        ({"type": "grammar", "grammar": "start ::= \"a\""}, "does not parse as EBNF"),
+        ({"type": "xml"}, 'Unknown response_format type "xml"'),
+    ],
+)
+def test_bad_formats_are_refused_before_any_token(engine_page, response_format, message):
+    response = engine_page.evaluate(CREATE, {"messages": MESSAGES, "response_format": response_format})
+    assert response["error"]["code"] == "invalid-request"
+    assert message in response["error"]["message"], response["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "logit_bias, message",
+    [({"-1": 1}, "not a token id"), ({"5": 101}, "in [-100, 100]"), ([1, 2], "must be an object")],
+)
+def test_bad_logit_bias_is_refused(engine_page, logit_bias, message):
+    response = engine_page.evaluate(CREATE, {"messages": MESSAGES, "logit_bias": logit_bias})
+    assert response["error"]["code"] == "invalid-request"
+    assert message in response["error"]["message"], response["error"]["message"]
+
+
+# --- the page's masks against Python xgrammar's, on SmolLM2's real tokenizer -----------------
+
+MASKS = """async ([tokenizerJson, config, format, tokens]) => {
+    const tokenizer = await webllm.Tokenizer.fromJSON(tokenizerJson);
+    const grammars = new webllm.Grammars(tokenizer, config);
+    const constraint = await grammars.constraint(format);
+    const masks = [];
+    for (const token of tokens) {
+        masks.push(Array.from(await constraint.nextMask()));
+        constraint.accept(token);
+    }
+    const finished = constraint.finished;
+    constraint.dispose();
+    grammars.dispose();
+    tokenizer.dispose();
+    return {masks, finished};
+}"""
+
+
+def test_page_masks_equal_python_xgrammars_on_smollm2(served, browser):
+    from transformers import PreTrainedTokenizerFast
+
+    url, _, _ = served
+    checkpoint = load_without_weights("smollm2-135m")
+    text = checkpoint.tokenizer_json
+    vocab_size, eos = int(checkpoint.config["vocab_size"]), [2]
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=__import__("tokenizers").Tokenizer.from_str(text))
+    tokens = tokenizer('{"name": "Ada Lovelace", "age": 36}', add_special_tokens=False)["input_ids"] + eos
+
+    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=eos)
+    matcher = xgrammar.GrammarMatcher(xgrammar.GrammarCompiler(info).compile_grammar(schema_grammar(schema)))
+    bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
+    expected = []
+    for token in tokens:
+        matcher.fill_next_token_bitmask(bitmask)
+        expected.append(bitmask[0].numpy().astype(np.int32))
+        assert matcher.accept_token(token)
+
+    page = PageModel(browser, url, "llama").page
+    config = {"vocab_size": vocab_size, "eos_token_ids": eos, "tokenizer_kind": tokenizer_kind(text)}
+    format_ = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
+    result = page.evaluate(MASKS, [text, config, format_, tokens])
+    assert result["finished"] and matcher.is_terminated()
+    assert len(result["masks"]) == len(expected) == len(tokens)
+    for step, (ours, theirs) in enumerate(zip(result["masks"], expected, strict=True)):
+        assert np.array_equal(np.asarray(ours, dtype=np.int32), theirs), f"step {step}"
+
+
+# --- how the tokenizer spells its vocabulary, against xgrammar's own detection ----------------
+
+_LLAMA2_DECODER = {
+    "type": "Sequence",
+    "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+        {"type": "ByteFallback"},
+        {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+    ],
+}
+_PREPEND = {"type": "Prepend", "prepend": "\u2581"}
+_REPLACE = {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}
+
+
+def _metaspace(scheme: str) -> dict:
+    return {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": True}
+
+
+@pytest.mark.parametrize(
+    "decoder, normalizer, pre_tokenizer",
+    [
+        (_LLAMA2_DECODER, {"type": "Sequence", "normalizers": [_PREPEND, _REPLACE]}, None),  # Llama 2, Phi-3
+        (_LLAMA2_DECODER, _REPLACE, None),  # Gemma
+        (_LLAMA2_DECODER, _PREPEND, None),
+        ({"type": "ByteFallback"}, None, None),
+        (_metaspace("always"), None, _metaspace("always")),
+        (_metaspace("first"), None, _metaspace("first")),
+        (_metaspace("never"), None, _metaspace("never")),
+        ({"type": "Sequence", "decoders": [{"type": "ByteLevel"}]}, None, None),
+        ({"type": "WordPiece"}, None, None),
+        (_LLAMA2_DECODER, None, {"type": "Sequence", "pretokenizers": [_metaspace("first")]}),
+    ],
+)
+def test_tokenizer_kind_agrees_with_xgrammar(decoder, normalizer, pre_tokenizer):
+    spec = json.loads(tokenizer_json()) | {"decoder": decoder, "normalizer": normalizer, "pre_tokenizer": pre_tokenizer}
+    _assert_same_kind(json.dumps(spec))
+
+
+def test_tokenizer_kind_of_real_and_test_tokenizers_agrees_with_xgrammar():
+    _assert_same_kind(load_without_weights("smollm2-135m").tokenizer_json)
+    _assert_same_kind(tokenizer_json())
+
+
+def _assert_same_kind(text: str) -> None:
+    theirs = xgrammar.TokenizerInfo._detect_metadata_from_hf(text)
+    ours = tokenizer_kind(text)
+    assert ours == {"vocab_type": theirs["vocab_type"].name.lower(), "prepend_space": theirs["add_prefix_space"]}
