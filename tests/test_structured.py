@@ -69,7 +69,8 @@ CREATE = """async (request) => {
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, wasm_runtime):
     root = tmp_path_factory.mktemp("structured")
-    checkpoint = make_llama(root / "ckpt", seed=7, initializer_range=0.2)
+    # A context of 1024: tools described in a system message take ~300 of the tiny tokenizer's tokens.
+    checkpoint = make_llama(root / "ckpt", seed=7, initializer_range=0.2, max_position_embeddings=1024)
     compiled = plan_and_build(
         BuildOptions(model=str(checkpoint), quantization="q4f32_1", schedules=CI_SCHEDULES), root / "out"
     )
@@ -214,6 +215,134 @@ def test_bad_formats_are_refused_before_any_token(engine_page, response_format, 
 )
 def test_bad_logit_bias_is_refused(engine_page, logit_bias, message):
     response = engine_page.evaluate(CREATE, {"messages": MESSAGES, "logit_bias": logit_bias})
+    assert response["error"]["code"] == "invalid-request"
+    assert message in response["error"]["message"], response["error"]["message"]
+
+
+# --- tools ------------------------------------------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "pattern": "^[A-Z][a-z]{1,10}$"},
+                "unit": {"enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            },
+            "required": ["city", "unit", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
+CLOCK = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"], "additionalProperties": False},
+    },
+}
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, CLOCK)}
+
+
+def _assert_tool_call(choice: dict, names: set[str]) -> dict:
+    assert choice["finish_reason"] == "tool_calls", choice
+    assert choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and re.fullmatch(r"[A-Za-z0-9]{9}", call["id"])
+    assert call["function"]["name"] in names
+    jsonschema.validate(json.loads(call["function"]["arguments"]), SCHEMAS[call["function"]["name"]])
+    return call
+
+
+def test_a_named_tool_choice_yields_a_call_whose_arguments_validate(engine_page):
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for seed in range(5):
+        choice = _reply(engine_page, tools=[WEATHER, CLOCK], tool_choice=named, temperature=1.0, seed=seed)
+        _assert_tool_call(choice, {"get_weather"})
+
+
+def test_required_tool_choice_calls_one_of_the_tools(engine_page):
+    names = set()
+    for seed in range(8):
+        choice = _reply(engine_page, tools=[WEATHER, CLOCK], tool_choice="required", temperature=3.0, seed=seed)
+        names.add(_assert_tool_call(choice, {"get_weather", "get_time"})["function"]["name"])
+    assert names == {"get_weather", "get_time"}  # the model's choice, not always the first
+
+
+STREAM = """async (request) => {
+    const chunks = [];
+    for await (const chunk of await window.engine.chat.completions.create({...request, stream: true})) chunks.push(chunk);
+    return chunks;
+}"""
+
+
+def test_a_tool_call_streams_as_openai_streams_it(engine_page):
+    request = {"messages": MESSAGES, "tools": [CLOCK], "tool_choice": "required", "max_tokens": 100}
+    chunks = engine_page.evaluate(STREAM, request)
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert deltas[0]["role"] == "assistant"
+    assert not any(d.get("content") for d in deltas)  # the call is not streamed as text
+    (with_call,) = [d for d in deltas if "tool_calls" in d]
+    assert with_call["tool_calls"][0]["index"] == 0 and with_call["tool_calls"][0]["function"]["name"] == "get_time"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls" and "usage" in chunks[-1]
+
+
+def test_tool_results_continue_the_conversation(engine_page):
+    """The call and its result go back in as an assistant message with tool_calls and a `tool`
+    message; the tiny model's ChatML template has no tools section, so they are described in
+    a system message (web/src/tools.ts)."""
+    first = _reply(engine_page, tools=[CLOCK], tool_choice="required")
+    call = first["message"]["tool_calls"][0]
+    history = MESSAGES + [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": '{"time": "12:00"}'},
+    ]
+    plain = engine_page.evaluate(CREATE, {"messages": history, "max_tokens": 4})
+    with_tools = engine_page.evaluate(CREATE, {"messages": history, "tools": [CLOCK], "tool_choice": "none", "max_tokens": 4})
+    for reply in (plain, with_tools):
+        assert "error" not in reply, reply
+        assert reply["choices"][0]["finish_reason"] in ("stop", "length")
+    # The tools' description is in the prompt only when tools are offered.
+    assert with_tools["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 20
+
+
+READ = "(texts) => texts.map((t) => webllm.readToolCall(t, [{type: 'function', function: {name: 'get_time'}}]) ?? null)"
+
+
+def test_auto_replies_are_read_as_calls_only_when_they_are_one(engine_page):
+    texts = [
+        '{"name": "get_time", "arguments": {"zone": "UTC"}}',
+        '<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>',
+        '{"name": "get_time", "parameters": {"zone": "UTC"}}',  # Llama 3.x's word
+        '{"name": "get_date", "arguments": {}}',  # not offered
+        'It is {"name": "get_time", "arguments": {}}',  # text around it
+        '{"name": "get_time", "arguments": [1]}',
+        "The time is noon.",
+    ]
+    calls = engine_page.evaluate(READ, texts)
+    assert [c and json.loads(c["function"]["arguments"]) for c in calls] == [
+        {"zone": "UTC"}, {"zone": "CET"}, {"zone": "UTC"}, None, None, None, None
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"tools": [CLOCK], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, 'names "nope", which is not among the tools: get_time'),
+        ({"tool_choice": "required"}, "tool_choice needs tools"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "must be 1-64 letters"),
+        ({"tools": [CLOCK, CLOCK]}, 'Two tools are named "get_time"'),
+        ({"tools": [CLOCK], "tool_choice": "required", "response_format": {"type": "json_object"}}, "cannot be combined"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}], "tool_choice": "required"}, "not a JSON Schema"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, 'Unknown message role "robot"'),
+    ],
+)
+def test_bad_tool_requests_are_refused_before_any_token(engine_page, extra, message):
+    response = engine_page.evaluate(CREATE, {"messages": MESSAGES} | extra)
     assert response["error"]["code"] == "invalid-request"
     assert message in response["error"]["message"], response["error"]["message"]
 

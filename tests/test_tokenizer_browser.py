@@ -509,3 +509,53 @@ def test_strftime_now_matches_python_in_the_c_locale(page):
         {"fmt": fmt, "moments": [[m.year, m.month, m.day, m.hour, m.minute, m.second] for m in moments]},
     )
     assert got == [m.strftime(fmt) for m in moments]
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city now.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+# A turn with a tool call and its result, as the engine hands them to the template (web/src/tools.ts:
+# arguments as an object, as transformers takes them).
+TOOL_TURN = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": "a1B2c3D4e", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "a1B2c3D4e", "content": '{"celsius": 21}'},
+]
+
+
+def test_smollm3s_tools_need_a_filter_the_browser_lacks(page, templates):
+    """SmolLM3's template prints each tool with `tool | string`, Python's dict repr, which
+    @huggingface/jinja does not have: a request with tools fails with a chat-template error that
+    names the filter (not a silently different prompt)."""
+    case = {"template": templates["smollm3"], "messages": TOOL_TURN[:1], "addGenerationPrompt": True, "tools": [WEATHER_TOOL]}
+    (js,) = page(RENDER_SCRIPT, [case])
+    assert js["code"] == "chat-template" and "filter: string" in js["message"], js
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama-3.2", "mistral-v0.3"])
+def test_templates_lay_out_tools_and_tool_turns_as_transformers_does(page, templates, name):
+    """`tools` and the tool-call turn of the engine's tools support render as in Python."""
+    cases = [
+        {"template": templates[name], "messages": messages, "addGenerationPrompt": True, "tools": [WEATHER_TOOL],
+         "specialTokens": SPECIAL_TOKENS[name], "variables": {}}
+        for messages in (TOOL_TURN[:1], TOOL_TURN)
+    ]
+    for case, js in zip(cases, page(RENDER_SCRIPT, cases), strict=True):
+        want = transformers_render(
+            case["template"], case["messages"], tools=[WEATHER_TOOL], add_generation_prompt=True, **case["specialTokens"]
+        )
+        assert isinstance(js, str), js
+        js, want = TODAY.sub("Today Date: <today>", js), TODAY.sub("Today Date: <today>", want)
+        assert js == want
+        assert "get_weather" in js

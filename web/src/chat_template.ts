@@ -29,6 +29,8 @@ export interface RenderOptions {
   specialTokens?: SpecialTokens;
   // apply_chat_template's extra keyword arguments (date_string, enable_thinking, ...).
   variables?: Record<string, unknown>;
+  // apply_chat_template's `tools`: OpenAI-style function descriptions, or none.
+  tools?: unknown[];
   // The clock behind `strftime_now`; tests pin it.
   now?: () => Date;
 }
@@ -65,7 +67,7 @@ export class ChatTemplate {
       ...options.variables,
       // transformers drops None-valued keys: templates test for a missing key, not for None.
       messages: messages.map((m) => Object.fromEntries(Object.entries(m).filter(([, value]) => value != null))),
-      tools: null,
+      tools: options.tools ?? null,
       documents: null,
       add_generation_prompt: options.addGenerationPrompt ?? false,
     };

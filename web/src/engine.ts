@@ -5,6 +5,7 @@
 // model and its KV cache in model.ts, sampling in sampling.ts.
 
 import { ChatTemplate, type ChatMessage } from "./chat_template";
+import type { ToolCall } from "./tools";
 import type {
   ChatCompletion,
   ChatCompletionChunk,
@@ -17,6 +18,7 @@ import type {
 import { EngineError } from "./errors";
 import { generate, type GenerationEvent, type GenerationOptions, type LoadedChat } from "./generation";
 import { Grammars } from "./grammar";
+import { mayBeToolCall, planTools, readToolCall, templateMessages, type ToolPlan } from "./tools";
 import { Model } from "./model";
 import type { SamplingParams } from "./sampling";
 import { Tokenizer } from "./tokenizer";
@@ -63,8 +65,12 @@ function logitBias(biases: Record<string, number> | null | undefined, vocabSize:
 function validateMessages(messages: ChatMessage[]): void {
   if (!Array.isArray(messages) || messages.length === 0) throw invalid("messages must be a non-empty array.");
   for (const m of messages) {
-    if (!["system", "user", "assistant"].includes(m.role)) throw invalid(`Unknown message role "${m.role}".`);
-    if (typeof m.content !== "string") throw invalid("Every message needs a string content.");
+    if (!["system", "user", "assistant", "tool"].includes(m.role)) {
+      throw invalid(`Unknown message role "${m.role}": use system, user, assistant or tool.`);
+    }
+    // An assistant's tool call may come with no text, as OpenAI returns it.
+    const callsOnly = m.role === "assistant" && Array.isArray(m.tool_calls) && m.content == null;
+    if (typeof m.content !== "string" && !callsOnly) throw invalid("Every message needs a string content.");
   }
 }
 
@@ -162,10 +168,16 @@ export class Engine implements ChatEngine {
       throw invalid("chat_template_kwargs must be an object of template variables, e.g. {enable_thinking: false}.");
     }
     if (this.busy) throw new EngineError("busy", "A completion is already running; wait for it or interrupt it.");
+    const tools = planTools(request.tools, request.tool_choice);
+    if (tools?.format && request.response_format != null && request.response_format.type !== "text") {
+      throw invalid("response_format cannot be combined with a required or named tool_choice, which sets the format.");
+    }
     // Compiled (or taken from the cache) before any token: a bad schema or grammar fails here.
-    const constraint = await chat.grammars.constraint(request.response_format);
-    const chunks = this.stream(chat, request, {
-      messages: request.messages,
+    const constraint = await chat.grammars.constraint(tools?.format ?? request.response_format);
+    const templateHasTools = chat.template.source.includes("tools");
+    const chunks = this.stream(chat, request, tools, {
+      messages: templateMessages(request.messages, tools, templateHasTools),
+      tools: templateHasTools ? tools?.tools : undefined,
       templateVariables,
       sampling,
       maxTokens,
@@ -182,19 +194,39 @@ export class Engine implements ChatEngine {
 
   // The generation's events as chunks: the first carries the role, the last the finish reason
   // and usage; logprobs ride on the chunk after the token they describe.
+  //
+  // Where the reply may be a tool call, its text is held back while it still could be one (it
+  // starts with "{" or "<tool_call>"); a call is sent whole in the last chunk's delta.
   private async *stream(
     chat: LoadedChat,
     request: ChatCompletionRequest,
+    tools: ToolPlan | undefined,
     options: GenerationOptions,
   ): AsyncGenerator<ChatCompletionChunk> {
     this.busy = true;
     this.interruptRequested = false;
     const id = `chatcmpl-${Date.now().toString(36)}`;
     const created = Math.floor(Date.now() / 1000);
+    let held = tools?.readCalls ? "" : undefined;
     try {
       for await (const event of generate(chat, options)) {
-        const finish = event.kind === "done" ? event.finish : null;
-        const choice = { index: 0 as const, delta: delta(event), finish_reason: finish };
+        let finish = event.kind === "done" ? event.finish : null;
+        let change = delta(event);
+        if (held !== undefined && change.content) {
+          held += change.content;
+          change = mayBeToolCall(held) ? {} : { content: held };
+          if (change.content !== undefined) held = undefined;
+        }
+        if (held !== undefined && event.kind === "done") {
+          const call = readToolCall(held, tools!.tools);
+          if (call) {
+            change = { tool_calls: [{ index: 0, ...call }] };
+            if (finish === "stop") finish = "tool_calls";
+          } else if (held) {
+            change = { content: held };
+          }
+        }
+        const choice = { index: 0 as const, delta: change, finish_reason: finish };
         const chunk: ChatCompletionChunk = {
           id,
           object: "chat.completion.chunk",
@@ -220,8 +252,10 @@ async function collect(chunks: AsyncIterable<ChatCompletionChunk>, withLogprobs:
   let content = "";
   let last: ChatCompletionChunk | undefined;
   const logprobs: TokenLogprob[] = [];
+  const calls: ToolCall[] = [];
   for await (const chunk of chunks) {
     content += chunk.choices[0].delta.content ?? "";
+    for (const { index: _index, ...call } of chunk.choices[0].delta.tool_calls ?? []) calls.push(call);
     logprobs.push(...(chunk.choices[0].logprobs?.content ?? []));
     last = chunk;
   }
@@ -233,7 +267,7 @@ async function collect(chunks: AsyncIterable<ChatCompletionChunk>, withLogprobs:
     choices: [
       {
         index: 0,
-        message: { role: "assistant", content },
+        message: calls.length > 0 ? { role: "assistant", content: null, tool_calls: calls } : { role: "assistant", content },
         finish_reason: last!.choices[0].finish_reason!,
         ...(withLogprobs ? { logprobs: { content: logprobs } } : {}),
       },

@@ -5,6 +5,7 @@
 
 import type { ChatMessage } from "./chat_template";
 import type { ResponseFormat } from "./grammar";
+import type { Tool, ToolCall, ToolChoice } from "./tools";
 import type { AdapterReport } from "./webgpu";
 import type { LoadWeightsOptions } from "./weights";
 
@@ -33,6 +34,10 @@ export interface ChatCompletionRequest {
   // {type: "json_schema", json_schema: {name, schema, strict}}, or, not OpenAI,
   // {type: "grammar", grammar: "<EBNF, start rule root>"}.
   response_format?: ResponseFormat | null;
+  // Functions the model may call (tools.ts), and whether it must: "auto" (the default with
+  // tools), "none", "required", or {type: "function", function: {name}}.
+  tools?: Tool[] | null;
+  tool_choice?: ToolChoice | null;
 }
 
 // `token_id` is not in OpenAI's schema: golden-output checks compare ids, not strings.
@@ -52,7 +57,7 @@ export interface ChoiceLogprobs {
   content: TokenLogprob[];
 }
 
-export type FinishReason = "stop" | "length" | "abort";
+export type FinishReason = "stop" | "length" | "abort" | "tool_calls";
 
 export interface CompletionUsage {
   prompt_tokens: number;
@@ -71,7 +76,8 @@ export interface ChatCompletion {
   model: string;
   choices: {
     index: 0;
-    message: { role: "assistant"; content: string };
+    // content is null when the reply is a tool call.
+    message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
     finish_reason: FinishReason;
     logprobs?: ChoiceLogprobs | null;
   }[];
@@ -85,7 +91,7 @@ export interface ChatCompletionChunk {
   model: string;
   choices: {
     index: 0;
-    delta: { role?: "assistant"; content?: string };
+    delta: { role?: "assistant"; content?: string; tool_calls?: (ToolCall & { index: number })[] };
     finish_reason: FinishReason | null;
     logprobs?: ChoiceLogprobs | null;
   }[];

@@ -29,6 +29,8 @@ export interface LoadedChat {
 
 export interface GenerationOptions {
   messages: ChatMessage[];
+  // OpenAI-style tools, for a chat template that lays them out itself (tools.ts).
+  tools?: unknown[];
   templateVariables: Record<string, unknown>;
   sampling: SamplingParams;
   maxTokens: number;
@@ -53,7 +55,7 @@ export type GenerationEvent = { logprobs: TokenLogprob[] } & (
 export async function* generate(chat: LoadedChat, options: GenerationOptions): AsyncGenerator<GenerationEvent> {
   const { model, tokenizer } = chat;
   const config = model.config;
-  const promptIds = promptTokens(chat, options.messages, options.templateVariables);
+  const promptIds = promptTokens(chat, options);
   const budget = Math.min(options.maxTokens, config.context_window - promptIds.length);
   const newIds = promptIds.slice(rewind(chat, promptIds));
   const source = new TokenSource(model, options);
@@ -115,17 +117,20 @@ export async function* generate(chat: LoadedChat, options: GenerationOptions): A
 }
 
 // The conversation as token ids, with the generation prompt; refused if no reply would fit.
-function promptTokens(
-  { model, tokenizer, template }: LoadedChat,
-  messages: ChatMessage[],
-  variables: Record<string, unknown>,
-): number[] {
+function promptTokens({ model, tokenizer, template }: LoadedChat, options: GenerationOptions): number[] {
   const config = model.config;
   const specialTokens = {
     bos_token: config.bos_token_id !== null ? tokenizer.idToToken(config.bos_token_id) : undefined,
     eos_token: tokenizer.idToToken(config.eos_token_ids[0]),
   };
-  const ids = tokenizer.encode(template.render(messages, { addGenerationPrompt: true, specialTokens, variables }));
+  const ids = tokenizer.encode(
+    template.render(options.messages, {
+      addGenerationPrompt: true,
+      specialTokens,
+      variables: options.templateVariables,
+      tools: options.tools,
+    }),
+  );
   if (ids.length + 1 > config.context_window) {
     throw new EngineError(
       "context-overflow",

@@ -25,6 +25,7 @@ export {
 } from "./chat_template";
 export { Engine, createEngine } from "./engine";
 export { Constraint, Grammars, applyMask, type ResponseFormat, type TokenizerKind } from "./grammar";
+export { planTools, readToolCall, type Tool, type ToolCall, type ToolChoice } from "./tools";
 export type {
   ChatCompletion,
   ChatCompletionChunk,
