@@ -47,6 +47,13 @@ class ChatPage:
         if top_p is not None:
             self.page.fill("#top-p", str(top_p))
 
+    def tools(self, tools_json: str, choice: str = "auto") -> None:
+        """Open the Tools panel (if closed), paste `tools_json` and pick the tool choice."""
+        if not self.page.eval_on_selector("#tools-panel", "details => details.open"):
+            self.page.click("#tools-panel summary")
+        self.page.fill("#tools", tools_json)
+        self.page.select_option("#tool-choice", choice)
+
     def load(self, model_id: str | None = None) -> None:
         if model_id is not None:
             self.page.select_option("#model", model_id)

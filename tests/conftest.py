@@ -139,6 +139,16 @@ def variants_site(tmp_path_factory, chat_checkpoints, wasm_runtime):
         yield url
 
 
+@pytest.fixture(scope="session")
+def default_site(tmp_path_factory, wasm_runtime):
+    """The default site as `webllm_build site` builds it (SmolLM2-135M from its GGUF), the
+    SwiftShader kernels only; its BuiltSite."""
+    from webllm_build.site import SiteOptions, build_site
+
+    out = tmp_path_factory.mktemp("smollm2_site") / "dist"
+    return build_site(SiteOptions(models=["smollm2-135m"], out=out, schedules=CI_SCHEDULES))
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess, as a user would."""
     return subprocess.run(

@@ -69,12 +69,16 @@ def test_report_has_every_field(report, tmp_path):
             _positive(prompt[key])
         assert prompt["completion_tokens"]["values"] == [4, 4]  # ignore_eos: always the full length
         assert prompt["prompt_tokens"]["max"] <= prompt["target_tokens"]
+    constrained = model["constrained_decode"]
+    for key in ("free_tokens_per_s", "constrained_tokens_per_s", "ratio"):
+        _positive(constrained[key])
     # The longer prompt is built up to its target (the short one is the template's minimum).
     assert model["prompts"][1]["prompt_tokens"]["median"] >= 36
     write_report(report, tmp_path / "bench.json")
     assert json.loads((tmp_path / "bench.json").read_text()) == report
     text = format_report(report)
     assert "GB/s" in text and MODEL in text and "% of the bandwidth roofline" in text
+    assert "constrained decode (JSON Schema)" in text
 
 
 def test_compare_prints_ratios(report):

@@ -60,6 +60,9 @@ def tiny_site(tmp_path_factory, wasm_runtime):
     )
     builds = {name: (path, "q4f32_1") for name, path in checkpoints.items()}
     builds["llama-asym"] = (checkpoints["llama"], "q4f32_asym")
+    # The new families unquantized too: their f32 matmuls, norms and rotary with no 4-bit kernel.
+    for family in UNQUANTIZED_FAMILIES:
+        builds[f"{family}-q0f32"] = (checkpoints[family], "q0f32")
     builds["llama-gguf"] = (checkpoints["llama-gguf"], "q4f32_asym")
     models = {
         name: plan_and_build(
@@ -161,6 +164,17 @@ def test_quantized_qwen_and_smollm3_match_transformers_on_dequantized_weights(
 
 # Longer than Gemma 3's window: its local layers must drop the oldest positions.
 LONG_PROMPT = [int(i) for i in np.random.default_rng(7).integers(3, 512, 3 * GEMMA3_WINDOW)]
+UNQUANTIZED_FAMILIES = ("qwen3", "smollm3", "gemma3")
+
+
+@pytest.mark.parametrize("name", UNQUANTIZED_FAMILIES)
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_unquantized_new_families_match_transformers(tiny_site, browser, schedule, name):
+    """q0f32: the checkpoint's own weights against transformers, Gemma 3 past its window."""
+    url, checkpoints = tiny_site
+    model = _loaded(browser, url, f"{name}-q0f32", schedule)
+    prompt = LONG_PROMPT if name == "gemma3" else PROMPT
+    _assert_matches(model, _hf(checkpoints[name]), prompt, f"{name} q0f32 on WebGPU ({schedule})")
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -225,6 +239,39 @@ def test_gpu_argmax_picks_numpys_token_ties_to_the_lowest_id(tiny_site, browser,
     for values in cases:
         expected = int(np.argmax(values))
         assert evaluate(model.page, model.log, GPU_ARGMAX, values.tolist()) == expected
+
+
+# The library's `argmax_masked` (structured output): the token among those a bitmask allows.
+GPU_MASKED_ARGMAX = """async ([values, mask]) => {
+  const { tvm, device, vm } = model.lib;
+  tvm.beginScope();
+  try {
+    const logits = tvm.empty([1, 1, values.length], "float32", device).copyFrom(Float32Array.from(values));
+    const bits = tvm.empty([mask.length], "int32", device).copyFrom(Int32Array.from(mask));
+    const token = tvm.empty([1], "int32", tvm.cpu()).copyFrom(vm.getFunction("argmax_masked")(logits, bits));
+    await device.sync();
+    return token.toArray()[0];
+  } finally {
+    tvm.endScope();
+  }
+}"""
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_gpu_masked_argmax_picks_the_best_allowed_token(tiny_site, browser, schedule):
+    """xgrammar's layout: bit i % 32 of word i // 32 allows token i (bit 31 too: a negative word)."""
+    url, _ = tiny_site
+    model = _loaded(browser, url, "llama", schedule)
+    rng = np.random.default_rng(1)
+    for allowed in ([5], [31, 63], [0, 511], list(range(0, 512, 3)), [int(i) for i in rng.choice(512, 40)]):
+        values = rng.standard_normal(512).astype(np.float32)
+        values[np.setdiff1d(np.arange(512), allowed)[:8]] = 50.0  # the best tokens are not allowed
+        bits = np.zeros(512, bool)
+        bits[allowed] = True
+        mask = np.packbits(bits.reshape(-1, 32)[:, ::-1], axis=1).view(">u4").astype(np.uint32).view(np.int32)
+        expected = int(np.flatnonzero(bits)[np.argmax(values[bits])])
+        got = evaluate(model.page, model.log, GPU_MASKED_ARGMAX, [values.tolist(), mask.ravel().tolist()])
+        assert got == expected
 
 
 def test_fallback_adapter_gets_the_cpu_emulated_library(tiny_site, browser):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import jsonschema
 import numpy as np
 import pytest
 import xgrammar
+from chat_page import ChatPage
 from checkpoints import make_llama, tokenizer_json
 from conftest import CI_SCHEDULES
 from reference import requantize_
@@ -25,6 +27,10 @@ from webllm_build.loaders import load_without_weights
 from webllm_build.loaders.tokenizer_kind import tokenizer_kind
 from webllm_build.plan import BuildOptions
 from webllm_build.serve import serve_in_background
+from webllm_build.site import SiteOptions, build_site
+from webllm_build.verify.check import CheckOptions, run_check
+from webllm_build.verify.golden import GOLDEN_VERSION
+from webllm_build.verify.sitepage import SitePage
 from webllm_build.verify.testing import PageModel, stage_models
 
 PERSON = {
@@ -36,7 +42,10 @@ PERSON = {
         "tags": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]{1,5}$"}, "maxItems": 3},
         "address": {
             "type": "object",
-            "properties": {"city": {"type": "string", "pattern": "^[A-Za-z ]{1,10}$"}, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}},
+            "properties": {
+                "city": {"type": "string", "pattern": "^[A-Za-z ]{1,10}$"},
+                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+            },
             "required": ["city", "zip"],
             "additionalProperties": False,
         },
@@ -106,7 +115,12 @@ def test_json_schema_replies_validate_on_every_seed(engine_page):
 
 def test_grammar_replies_parse_on_every_seed(engine_page):
     for seed in SEEDS:
-        choice = _reply(engine_page, response_format={"type": "grammar", "grammar": ANSWER_EBNF}, temperature=1.0, seed=seed)
+        choice = _reply(
+            engine_page,
+            response_format={"type": "grammar", "grammar": ANSWER_EBNF},
+            temperature=1.0,
+            seed=seed,
+        )
         assert choice["finish_reason"] == "stop"
         assert ANSWER_RE.fullmatch(choice["message"]["content"]), choice["message"]["content"]
 
@@ -118,10 +132,17 @@ def test_json_mode_replies_are_objects_on_every_seed(engine_page, served):
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(served[2].tokenizer))
-    closing = {str(i): 4.0 for i in range(tokenizer.get_vocab_size()) if {'"', "}"} & set(tokenizer.decode([i]))}
+    closing = {
+        str(i): 4.0 for i in range(tokenizer.get_vocab_size()) if {'"', "}"} & set(tokenizer.decode([i]))
+    }
     for seed in SEEDS:
         choice = _reply(
-            engine_page, response_format={"type": "json_object"}, logit_bias=closing, temperature=1.0, seed=seed, max_tokens=400
+            engine_page,
+            response_format={"type": "json_object"},
+            logit_bias=closing,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=400,
         )
         assert choice["finish_reason"] == "stop", choice
         assert isinstance(json.loads(choice["message"]["content"]), dict)
@@ -140,7 +161,7 @@ def schema_grammar(schema: dict) -> xgrammar.Grammar:
     free whitespace, and strings of JSON's characters only (xgrammar 0.1.27's length-bounded
     strings let control characters in)."""
     text = str(xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False))
-    return xgrammar.Grammar.from_ebnf(text.replace(r'[^\"\\\r\n]', r'[^\0-\x1f\"\\\r\n]'))
+    return xgrammar.Grammar.from_ebnf(text.replace(r"[^\"\\\r\n]", r"[^\0-\x1f\"\\\r\n]"))
 
 
 def _hf_constrained_greedy(checkpoint, compiled, schema, steps: int) -> list[int]:
@@ -157,7 +178,9 @@ def _hf_constrained_greedy(checkpoint, compiled, schema, steps: int) -> list[int
     )
     matcher = xgrammar.GrammarMatcher(xgrammar.GrammarCompiler(info).compile_grammar(schema_grammar(schema)))
     bitmask = xgrammar.allocate_token_bitmask(1, config["vocab_size"])
-    text = tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True, chat_template=config["chat_template"])
+    text = tokenizer.apply_chat_template(
+        MESSAGES, tokenize=False, add_generation_prompt=True, chat_template=config["chat_template"]
+    )
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     out: list[int] = []
     with torch.no_grad():
@@ -196,10 +219,13 @@ def test_greedy_under_a_schema_equals_transformers_masked_by_python_xgrammar(eng
 @pytest.mark.parametrize(
     "response_format, message",
     [
-        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}, "not a JSON Schema"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}},
+            "not a JSON Schema",
+        ),
         ({"type": "json_schema", "json_schema": {"name": "x"}}, "needs a `schema` object"),
         ({"type": "grammar", "grammar": "root ::= ("}, "does not parse as EBNF"),
-        ({"type": "grammar", "grammar": "start ::= \"a\""}, "does not parse as EBNF"),
+        ({"type": "grammar", "grammar": 'start ::= "a"'}, "does not parse as EBNF"),
         ({"type": "xml"}, 'Unknown response_format type "xml"'),
     ],
 )
@@ -242,7 +268,12 @@ CLOCK = {
     "type": "function",
     "function": {
         "name": "get_time",
-        "parameters": {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"], "additionalProperties": False},
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"enum": ["UTC", "CET"]}},
+            "required": ["zone"],
+            "additionalProperties": False,
+        },
     },
 }
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, CLOCK)}
@@ -268,14 +299,17 @@ def test_a_named_tool_choice_yields_a_call_whose_arguments_validate(engine_page)
 def test_required_tool_choice_calls_one_of_the_tools(engine_page):
     names = set()
     for seed in range(8):
-        choice = _reply(engine_page, tools=[WEATHER, CLOCK], tool_choice="required", temperature=3.0, seed=seed)
+        choice = _reply(
+            engine_page, tools=[WEATHER, CLOCK], tool_choice="required", temperature=3.0, seed=seed
+        )
         names.add(_assert_tool_call(choice, {"get_weather", "get_time"})["function"]["name"])
     assert names == {"get_weather", "get_time"}  # the model's choice, not always the first
 
 
 STREAM = """async (request) => {
     const chunks = [];
-    for await (const chunk of await window.engine.chat.completions.create({...request, stream: true})) chunks.push(chunk);
+    const stream = await window.engine.chat.completions.create({...request, stream: true});
+    for await (const chunk of stream) chunks.push(chunk);
     return chunks;
 }"""
 
@@ -287,7 +321,10 @@ def test_a_tool_call_streams_as_openai_streams_it(engine_page):
     assert deltas[0]["role"] == "assistant"
     assert not any(d.get("content") for d in deltas)  # the call is not streamed as text
     (with_call,) = [d for d in deltas if "tool_calls" in d]
-    assert with_call["tool_calls"][0]["index"] == 0 and with_call["tool_calls"][0]["function"]["name"] == "get_time"
+    assert (
+        with_call["tool_calls"][0]["index"] == 0
+        and with_call["tool_calls"][0]["function"]["name"] == "get_time"
+    )
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls" and "usage" in chunks[-1]
 
 
@@ -302,7 +339,9 @@ def test_tool_results_continue_the_conversation(engine_page):
         {"role": "tool", "tool_call_id": call["id"], "content": '{"time": "12:00"}'},
     ]
     plain = engine_page.evaluate(CREATE, {"messages": history, "max_tokens": 4})
-    with_tools = engine_page.evaluate(CREATE, {"messages": history, "tools": [CLOCK], "tool_choice": "none", "max_tokens": 4})
+    with_tools = engine_page.evaluate(
+        CREATE, {"messages": history, "tools": [CLOCK], "tool_choice": "none", "max_tokens": 4}
+    )
     for reply in (plain, with_tools):
         assert "error" not in reply, reply
         assert reply["choices"][0]["finish_reason"] in ("stop", "length")
@@ -310,7 +349,8 @@ def test_tool_results_continue_the_conversation(engine_page):
     assert with_tools["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 20
 
 
-READ = "(texts) => texts.map((t) => webllm.readToolCall(t, [{type: 'function', function: {name: 'get_time'}}]) ?? null)"
+READ = """(texts) => texts.map(
+    (t) => webllm.readToolCall(t, [{type: 'function', function: {name: 'get_time'}}]) ?? null)"""
 
 
 def test_auto_replies_are_read_as_calls_only_when_they_are_one(engine_page):
@@ -325,19 +365,37 @@ def test_auto_replies_are_read_as_calls_only_when_they_are_one(engine_page):
     ]
     calls = engine_page.evaluate(READ, texts)
     assert [c and json.loads(c["function"]["arguments"]) for c in calls] == [
-        {"zone": "UTC"}, {"zone": "CET"}, {"zone": "UTC"}, None, None, None, None
+        {"zone": "UTC"},
+        {"zone": "CET"},
+        {"zone": "UTC"},
+        None,
+        None,
+        None,
+        None,
     ]
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ({"tools": [CLOCK], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, 'names "nope", which is not among the tools: get_time'),
+        (
+            {"tools": [CLOCK], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            'names "nope", which is not among the tools: get_time',
+        ),
         ({"tool_choice": "required"}, "tool_choice needs tools"),
         ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "must be 1-64 letters"),
         ({"tools": [CLOCK, CLOCK]}, 'Two tools are named "get_time"'),
-        ({"tools": [CLOCK], "tool_choice": "required", "response_format": {"type": "json_object"}}, "cannot be combined"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}], "tool_choice": "required"}, "not a JSON Schema"),
+        (
+            {"tools": [CLOCK], "tool_choice": "required", "response_format": {"type": "json_object"}},
+            "cannot be combined",
+        ),
+        (
+            {
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}],
+                "tool_choice": "required",
+            },
+            "not a JSON Schema",
+        ),
         ({"messages": [{"role": "robot", "content": "hi"}]}, 'Unknown message role "robot"'),
     ],
 )
@@ -345,6 +403,144 @@ def test_bad_tool_requests_are_refused_before_any_token(engine_page, extra, mess
     response = engine_page.evaluate(CREATE, {"messages": MESSAGES} | extra)
     assert response["error"]["code"] == "invalid-request"
     assert message in response["error"]["message"], response["error"]["message"]
+
+
+def test_smollm2_extracts_name_and_age_under_a_schema(default_site, browser):
+    """The real default model, in the site's own worker engine: the schema holds its reply to
+    the fields, and the fields hold what the sentence says."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    (model,) = default_site.models
+    with serve_in_background(default_site.directory) as url:
+        page = SitePage(browser, url, timeout_s=300)
+        try:
+            assert page.load(model.id)["error"] is None
+            for sentence, name, age in EXTRACTIONS:
+                prompt = f"Give the person's name and age as JSON. {sentence}"
+                reply = page.create(
+                    {
+                        "messages": [{"role": "user", "content": prompt}],
+                        "max_tokens": 40,
+                        "response_format": {
+                            "type": "json_schema",
+                            "json_schema": {"name": "person", "schema": schema},
+                        },
+                    }
+                )
+                assert reply["error"] is None, reply["error"]
+                fields = json.loads(reply["content"])
+                jsonschema.validate(fields, schema)
+                assert (fields["name"], fields["age"]) == (name, age), (sentence, fields)
+        finally:
+            page.close()
+
+
+EXTRACTIONS = [
+    ("Maria Lopez is 34 years old.", "Maria Lopez", 34),
+    ("My neighbour, John Smith, turned 61 yesterday.", "John Smith", 61),
+    ("Aiko Tanaka, a 29-year-old engineer, moved to Lyon.", "Aiko Tanaka", 29),
+]
+
+
+# --- the site: `check` golden cases and the chat page's Tools panel -----------------------------
+
+
+@dataclass
+class Site:
+    url: str
+    model: str
+
+
+@pytest.fixture(scope="module")
+def site(served, tmp_path_factory):
+    """The same model as a generated site (its library from the cache), served."""
+    _, checkpoint, _ = served
+    out = tmp_path_factory.mktemp("structured_site") / "dist"
+    built = build_site(
+        SiteOptions(models=[str(checkpoint)], quantization="q4f32_1", out=out, schedules=CI_SCHEDULES)
+    )
+    with serve_in_background(built.directory) as url:
+        yield Site(url, built.models[0].id)
+
+
+def test_check_cases_carry_response_format_and_tools(site, tmp_path):
+    """A golden file written by hand with a JSON-mode case and a tool-call case: recorded, then
+    checked; an edited expected call fails the check."""
+    cases = [
+        {
+            "name": "json",
+            "messages": [{"role": "user", "content": "A JSON object, please."}],
+            "response_format": {"type": "json_object"},
+            "max_tokens": 30,
+        },
+        {
+            "name": "tool",
+            "messages": [{"role": "user", "content": "What time is it?"}],
+            "tools": [CLOCK],
+            "tool_choice": "required",
+            "max_tokens": 60,  # the call is ~45 of the tiny tokenizer's tokens
+        },
+    ]
+    path = tmp_path / "golden.json"
+    path.write_text(
+        json.dumps(
+            {
+                "format": "webllm_build-golden",
+                "version": GOLDEN_VERSION,
+                "models": {site.model: {"cases": cases}},
+            }
+        )
+    )
+    recording = run_check(CheckOptions(target=site.url, golden=path, record=True))
+    assert recording.passed, recording.summary()
+    document = json.loads(path.read_text())
+    recorded = document["models"][site.model]["cases"]
+    assert recorded[0]["response_format"] == {"type": "json_object"}
+    assert recorded[0]["expected"]["text"].startswith("{")
+    (call,) = recorded[1]["expected"]["tool_calls"]
+    assert call["name"] == "get_time" and call["arguments"]["zone"] in ("UTC", "CET")
+    assert recorded[1]["expected"]["finish_reason"] == "tool_calls"
+    report = run_check(CheckOptions(target=site.url, golden=path))
+    assert report.passed, report.summary()
+
+    call["arguments"]["zone"] = "PST"
+    path.write_text(json.dumps(document))
+    report = run_check(CheckOptions(target=site.url, golden=path))
+    assert [c.status for c in report.models[0].cases] == ["pass", "fail"]
+    assert "tool calls" in report.models[0].cases[1].problems[0]
+
+
+def test_the_page_shows_a_tool_call_and_runs_nothing(site, browser):
+    """Tools pasted in the Tools panel go with the message; the call comes back as its name and
+    arguments, copyable as JSON, and the chat goes on after it."""
+    chat = ChatPage(browser, site.url)
+    chat.settings(temperature=0, max_tokens=60)
+    chat.load(site.model)
+    chat.tools("not json", choice="required")
+    before = chat.assistant_count()
+    chat.page.fill("#prompt", "What time is it?")
+    chat.page.click("#send")
+    assert "Tools are not valid JSON" in chat.page.inner_text("#tools-error")
+    assert chat.assistant_count() == before  # nothing was sent
+
+    chat.tools(json.dumps([CLOCK]), choice="required")
+    chat.send("What time is it?")
+    (call,) = json.loads(chat.wait_for_reply())
+    assert call["function"]["name"] == "get_time"
+    assert json.loads(call["function"]["arguments"])["zone"] in ("UTC", "CET")
+    shown = chat.page.locator(".message.assistant").last.locator(".tool-call")
+    assert shown.locator("code").first.inner_text() == "get_time"
+    assert json.loads(shown.locator("pre").inner_text()) == json.loads(call["function"]["arguments"])
+
+    chat.tools("", choice="auto")
+    chat.send("Thanks!")
+    chat.wait_for_reply()
+    assert chat.usage()["completion_tokens"] > 0
+    assert not chat.log.errors, chat.log.tail()
 
 
 # --- the page's masks against Python xgrammar's, on SmolLM2's real tokenizer -----------------
@@ -373,7 +569,11 @@ def test_page_masks_equal_python_xgrammars_on_smollm2(served, browser):
     checkpoint = load_without_weights("smollm2-135m")
     text = checkpoint.tokenizer_json
     vocab_size, eos = int(checkpoint.config["vocab_size"]), [2]
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=__import__("tokenizers").Tokenizer.from_str(text))
     tokens = tokenizer('{"name": "Ada Lovelace", "age": 36}', add_special_tokens=False)["input_ids"] + eos
 
@@ -431,7 +631,11 @@ def _metaspace(scheme: str) -> dict:
     ],
 )
 def test_tokenizer_kind_agrees_with_xgrammar(decoder, normalizer, pre_tokenizer):
-    spec = json.loads(tokenizer_json()) | {"decoder": decoder, "normalizer": normalizer, "pre_tokenizer": pre_tokenizer}
+    spec = json.loads(tokenizer_json()) | {
+        "decoder": decoder,
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer,
+    }
     _assert_same_kind(json.dumps(spec))
 
 
@@ -443,4 +647,7 @@ def test_tokenizer_kind_of_real_and_test_tokenizers_agrees_with_xgrammar():
 def _assert_same_kind(text: str) -> None:
     theirs = xgrammar.TokenizerInfo._detect_metadata_from_hf(text)
     ours = tokenizer_kind(text)
-    assert ours == {"vocab_type": theirs["vocab_type"].name.lower(), "prepend_space": theirs["add_prefix_space"]}
+    assert ours == {
+        "vocab_type": theirs["vocab_type"].name.lower(),
+        "prepend_space": theirs["add_prefix_space"],
+    }

@@ -527,7 +527,11 @@ TOOL_TURN = [
         "role": "assistant",
         "content": "",
         "tool_calls": [
-            {"id": "a1B2c3D4e", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+            {
+                "id": "a1B2c3D4e",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+            }
         ],
     },
     {"role": "tool", "tool_call_id": "a1B2c3D4e", "content": '{"celsius": 21}'},
@@ -538,7 +542,12 @@ def test_smollm3s_tools_need_a_filter_the_browser_lacks(page, templates):
     """SmolLM3's template prints each tool with `tool | string`, Python's dict repr, which
     @huggingface/jinja does not have: a request with tools fails with a chat-template error that
     names the filter (not a silently different prompt)."""
-    case = {"template": templates["smollm3"], "messages": TOOL_TURN[:1], "addGenerationPrompt": True, "tools": [WEATHER_TOOL]}
+    case = {
+        "template": templates["smollm3"],
+        "messages": TOOL_TURN[:1],
+        "addGenerationPrompt": True,
+        "tools": [WEATHER_TOOL],
+    }
     (js,) = page(RENDER_SCRIPT, [case])
     assert js["code"] == "chat-template" and "filter: string" in js["message"], js
 
@@ -547,13 +556,23 @@ def test_smollm3s_tools_need_a_filter_the_browser_lacks(page, templates):
 def test_templates_lay_out_tools_and_tool_turns_as_transformers_does(page, templates, name):
     """`tools` and the tool-call turn of the engine's tools support render as in Python."""
     cases = [
-        {"template": templates[name], "messages": messages, "addGenerationPrompt": True, "tools": [WEATHER_TOOL],
-         "specialTokens": SPECIAL_TOKENS[name], "variables": {}}
+        {
+            "template": templates[name],
+            "messages": messages,
+            "addGenerationPrompt": True,
+            "tools": [WEATHER_TOOL],
+            "specialTokens": SPECIAL_TOKENS[name],
+            "variables": {},
+        }
         for messages in (TOOL_TURN[:1], TOOL_TURN)
     ]
     for case, js in zip(cases, page(RENDER_SCRIPT, cases), strict=True):
         want = transformers_render(
-            case["template"], case["messages"], tools=[WEATHER_TOOL], add_generation_prompt=True, **case["specialTokens"]
+            case["template"],
+            case["messages"],
+            tools=[WEATHER_TOOL],
+            add_generation_prompt=True,
+            **case["specialTokens"],
         )
         assert isinstance(js, str), js
         js, want = TODAY.sub("Today Date: <today>", js), TODAY.sub("Today Date: <today>", want)

@@ -146,9 +146,7 @@ def compiled_libraries(plan: ModelPlan, log: Callable[[str], None]) -> tuple[dic
     return libraries, params
 
 
-def browser_config(
-    plan: ModelPlan, params: Params, files: dict[str, str]
-) -> dict[str, Any]:
+def browser_config(plan: ModelPlan, params: Params, files: dict[str, str]) -> dict[str, Any]:
     checkpoint, config, q = plan.checkpoint, plan.config, plan.quantization
     return {
         "format": CONFIG_FORMAT,
@@ -245,9 +243,7 @@ def plan_and_build(
     return build_model(plan_model(options), out, log)
 
 
-def parameter_count(
-    params: Params, wide: frozenset[str] = frozenset()
-) -> int:
+def parameter_count(params: Params, wide: frozenset[str] = frozenset()) -> int:
     """The model's parameter count: a packed word holds eight 4-bit values (four in a module kept
     at 8 bits); scales and minimums are overhead."""
     count = 0

@@ -133,9 +133,9 @@ export function mayBeToolCall(text: string): boolean {
   return start.startsWith("{") || start.startsWith("<tool_call>") || "<tool_call>".startsWith(start);
 }
 
+// Short: it comes before every turn while tools are offered.
 export const TOOLS_FALLBACK =
-  "You can call functions. To call one, reply with nothing but a JSON object " +
-  '{"name": <the function\'s name>, "arguments": <an object of its arguments>}. The functions:\n';
+  'To call a function, reply with only a JSON object {"name": <function>, "arguments": <its arguments>}. Functions:\n';
 
 // The messages as the chat template gets them: an assistant's tool calls with their arguments
 // as objects (templates print them with tojson, as transformers passes them). Where the template

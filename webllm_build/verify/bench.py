@@ -56,6 +56,18 @@ class BenchOptions:
     gpu_time: bool = False
 
 
+# The constrained side of the decode comparison: a JSON object whose one string runs free, so the
+# grammar is checked at every token (xgrammar's mask, uploaded, masked argmax on the GPU) while
+# the reply can go on as long as the free one.
+CONSTRAINED_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "bench",
+        "schema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    },
+}
+
+
 def spread(values: Sequence[float | None]) -> dict[str, Any]:
     """min / median / max of the measured values (None where a run failed)."""
     kept = [v for v in values if v is not None]
@@ -158,6 +170,8 @@ def _bench_model(
         for t in options.prompt_tokens
     }
     errors: list[str] = []
+    # Free and constrained decoding of the same prompt, alternately in one page (run by run).
+    constrained: dict[str, list[float | None]] = {"free": [], "constrained": []}
     for run in range(options.runs):
         log(f"{model_id}: run {run + 1} of {options.runs}: cold load...")
         page = SitePage(browser, url, timeout_s=options.timeout_s)  # a fresh context: empty caches
@@ -194,6 +208,21 @@ def _bench_model(
                 row["decode_tokens_per_s"].append(
                     usage["decode_tokens_per_s"] if usage["completion_tokens"] > 1 else None
                 )
+            log(f"{model_id}: run {run + 1}: free and constrained decoding, side by side...")
+            first = prompts[options.prompt_tokens[0]]
+            for kind, extra in (
+                ("free", {"ignore_eos": True}),
+                ("constrained", {"response_format": CONSTRAINED_FORMAT}),
+            ):
+                page.reset()
+                reply = page.create(
+                    {"messages": first, "max_tokens": options.gen_tokens, "temperature": 0, **extra}
+                )
+                if reply["error"]:
+                    errors.append(f"run {run + 1}, {kind} decoding: {reply['error']['message']}")
+                usage = reply["usage"]
+                ok = not reply["error"] and usage["completion_tokens"] > 1
+                constrained[kind].append(usage["decode_tokens_per_s"] if ok else None)
             stats = page.runtime_stats()
             memory.append(stats["gpu_allocated_bytes"] if stats else None)
             peak.append(stats["gpu_peak_bytes"] if stats else None)
@@ -218,6 +247,17 @@ def _bench_model(
             for target, row in per_prompt.items()
         ],
         "decode_tokens_per_s": spread(decode_all),
+        "constrained_decode": {
+            "free_tokens_per_s": spread(constrained["free"]),
+            "constrained_tokens_per_s": spread(constrained["constrained"]),
+            # Per run: constrained over free, measured back to back.
+            "ratio": spread(
+                [
+                    c / f if c and f else None
+                    for c, f in zip(constrained["constrained"], constrained["free"], strict=True)
+                ]
+            ),
+        },
         "errors": errors,
     }
 
@@ -369,6 +409,12 @@ def format_report(report: dict[str, Any]) -> str:
                 f"decode {gpu['decode_ms_per_token']:.3f} ms per token "
                 f"({gpu['decode_dispatches_per_token']:.0f} dispatches)"
             )
+        c = m["constrained_decode"]
+        lines.append(
+            f"  constrained decode (JSON Schema): {_fmt(_median(c['constrained_tokens_per_s']))} tok/s "
+            f"against {_fmt(_median(c['free_tokens_per_s']))} free, "
+            f"ratio {_fmt(_median(c['ratio']), digits=3)}"
+        )
         fraction = _median(m["decode_bandwidth_fraction"])
         percent = None if fraction is None else fraction * 100
         lines.append(f"  decode at {_fmt(percent, digits=1)}% of the bandwidth roofline")

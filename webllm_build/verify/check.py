@@ -213,9 +213,10 @@ def _record_reference(url: str, golden: Golden, report: CheckReport, options: Ch
         cases = golden.cases_for(model.id, spec, model.quantization)
         cases.spec, cases.quantization = spec, model.quantization
         for case in cases.cases:
-            if not case.greedy:
+            if not case.greedy or case.structure:
+                why = "greedy cases without response_format or tools" if case.greedy else "greedy cases"
                 model.cases.append(
-                    CaseResult(case.name, "error", 0.0, ["transformers can only record greedy cases"])
+                    CaseResult(case.name, "error", 0.0, [f"transformers can only record {why}"])
                 )
                 continue
             started = time.monotonic()

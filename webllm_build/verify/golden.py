@@ -74,6 +74,9 @@ class Expected:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     top_logprobs: list[list[tuple[int, float]]] | None = None
+    # A reply that is a tool call: each call's {name, arguments} (arguments parsed; ids differ
+    # from run to run).
+    tool_calls: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -82,6 +85,8 @@ class Expected:
             "text": self.text,
             "finish_reason": self.finish_reason,
         }
+        if self.tool_calls is not None:
+            document["tool_calls"] = self.tool_calls
         if self.top_logprobs is not None:
             document["top_logprobs"] = [[[i, round(lp, 6)] for i, lp in step] for step in self.top_logprobs]
         return document
@@ -95,7 +100,12 @@ class Expected:
             finish_reason=document.get("finish_reason"),
             prompt_tokens=document.get("prompt_tokens"),
             top_logprobs=None if top is None else [[(int(i), float(lp)) for i, lp in step] for step in top],
+            tool_calls=document.get("tool_calls"),
         )
+
+
+# Request fields a case may carry as they are: structured output and tool calls.
+STRUCTURE_KEYS = ("response_format", "tools", "tool_choice")
 
 
 @dataclass
@@ -107,6 +117,8 @@ class Case:
     logprob_tolerance: float | None = None
     timeout_s: float | None = None
     expected: Expected | None = None
+    # response_format / tools / tool_choice, passed to create() unchanged.
+    structure: dict[str, Any] = field(default_factory=dict)
 
     @property
     def greedy(self) -> bool:
@@ -122,10 +134,11 @@ class Case:
             "max_tokens": self.max_tokens or defaults["max_tokens"],
             "logprobs": True,
             "top_logprobs": top,
+            **self.structure,
         }
 
     def to_json(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"name": self.name, "messages": self.messages}
+        document: dict[str, Any] = {"name": self.name, "messages": self.messages, **self.structure}
         if self.sampling:
             document["sampling"] = self.sampling
         if self.max_tokens is not None:
@@ -149,6 +162,7 @@ class Case:
             logprob_tolerance=document.get("logprob_tolerance"),
             timeout_s=document.get("timeout_s"),
             expected=Expected.from_json(expected) if expected else None,
+            structure={key: document[key] for key in STRUCTURE_KEYS if key in document},
         )
 
 
@@ -254,6 +268,11 @@ def expected_from_completion(completion: dict[str, Any]) -> Expected:
             [(t["token_id"], t["logprob"]) for t in entry.get("top_logprobs", [])]
             for entry in completion["logprobs"] or []
         ],
+        tool_calls=[
+            {"name": call["function"]["name"], "arguments": json.loads(call["function"]["arguments"])}
+            for call in completion.get("tool_calls") or []
+        ]
+        or None,
     )
 
 
@@ -287,6 +306,8 @@ def compare(expected: Expected, actual: Expected, tolerance: float) -> list[str]
             f"same tokens, different text (the detokenizer changed):\n"
             f"    expected text: {_short(expected.text)}\n    actual text:   {_short(actual.text)}"
         )
+    if expected.tool_calls != actual.tool_calls and diverge is None:
+        problems.append(f"tool calls {actual.tool_calls}, expected {expected.tool_calls}")
     if expected.finish_reason and actual.finish_reason != expected.finish_reason and diverge is None:
         problems.append(f"finish_reason {actual.finish_reason!r}, expected {expected.finish_reason!r}")
     if expected.top_logprobs and actual.top_logprobs is not None:

@@ -193,8 +193,9 @@ class SitePage:
         return result
 
     def create(self, request: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
-        """A completion, put together from its stream: {content, token_ids, logprobs, finish_reason,
-        usage, ttft_s, seconds, error}. `logprobs` is the per-token list when the request asked."""
+        """A completion, put together from its stream: {content, tool_calls, token_ids, logprobs,
+        finish_reason, usage, ttft_s, seconds, error}. `logprobs` is the per-token list when the
+        request asked."""
         raw = self._eval(CREATE_SCRIPT, [request, int((timeout_s or self.timeout_s) * 1000)])
         chunks = raw.get("chunks", [])
         content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
@@ -203,8 +204,14 @@ class SitePage:
         ]
         finals = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]]
         usages = [c["usage"] for c in chunks if c.get("usage")]
+        calls = [
+            {k: v for k, v in call.items() if k != "index"}
+            for c in chunks
+            for call in c["choices"][0]["delta"].get("tool_calls") or []
+        ]
         return {
             "content": content,
+            "tool_calls": calls or None,
             "token_ids": [entry["token_id"] for entry in logprobs] if request.get("logprobs") else None,
             "logprobs": logprobs if request.get("logprobs") else None,
             "finish_reason": finals[-1] if finals else None,

@@ -14,6 +14,8 @@ import { startEngine } from "./engines";
 import { ErrorBox, errorCode } from "./error_box";
 import { renderMarkdown } from "./markdown";
 import { SamplingForm } from "./sampling_form";
+import { ToolsForm } from "./tools_form";
+import type { ToolCall } from "../tools";
 import { fetchSite, missingFeatures, preferredModel, runnableVariant, type Site, type SiteModel } from "./site";
 
 export interface ChatAppOptions {
@@ -81,6 +83,7 @@ class ChatApp {
   private readonly conversation: Conversation;
   private readonly errors: ErrorBox;
   private readonly sampling: SamplingForm;
+  private readonly toolsForm: ToolsForm;
 
   constructor(
     private readonly options: ChatAppOptions,
@@ -89,6 +92,7 @@ class ChatApp {
     this.conversation = new Conversation(ui.conversation, ui.announcer);
     this.errors = new ErrorBox(ui.error);
     this.sampling = new SamplingForm(ui);
+    this.toolsForm = new ToolsForm(ui);
   }
 
   api(): ChatAppApi {
@@ -277,6 +281,8 @@ class ChatApp {
     if (!text || this.generating || !this.loadedModel || !engine) return;
     const sampling = this.sampling.settings();
     if (!sampling) return;
+    const tools = this.toolsForm.settings();
+    if (!tools) return;
     this.errors.clear();
     ui.prompt.value = "";
     this.messages.push({ role: "user", content: text });
@@ -291,9 +297,12 @@ class ChatApp {
     let tokens = 0;
     let first = 0;
     let pending = false;
+    const calls: ToolCall[] = [];
     try {
-      const stream = await engine.chat.completions.create({ messages: this.messages, stream: true, ...sampling });
+      const request = { messages: this.messages, stream: true as const, ...sampling, ...tools };
+      const stream = await engine.chat.completions.create(request);
       for await (const chunk of stream) {
+        for (const { index: _index, ...call } of chunk.choices[0]?.delta.tool_calls ?? []) calls.push(call);
         const delta = chunk.choices[0]?.delta.content;
         if (delta) {
           content += delta;
@@ -318,10 +327,11 @@ class ChatApp {
       this.errors.show(error);
     }
     this.conversation.setText(reply, content);
+    if (calls.length > 0) this.conversation.showToolCalls(reply, calls);
     reply.element.removeAttribute("aria-busy");
     this.conversation.announceReply(content, spoken, true);
-    // An interrupted reply is still part of the conversation the model has seen.
-    this.messages.push({ role: "assistant", content });
+    // An interrupted reply is still part of the conversation the model has seen; so is a call.
+    this.messages.push(calls.length > 0 ? { role: "assistant", content: "", tool_calls: calls } : { role: "assistant", content });
     this.generating = false;
     // Stop (now disabled) may have had the focus: give it back to the message box.
     const focusLost = document.activeElement === ui.stop || document.activeElement === document.body;

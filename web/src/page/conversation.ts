@@ -1,6 +1,7 @@
 // The conversation as the visitor sees and hears it: one element per message, its text kept raw
 // in `data-raw` (what Copy copies), and a polite live region for screen readers.
 
+import type { ToolCall } from "../tools";
 import { renderMarkdown } from "./markdown";
 
 export type Role = "user" | "assistant";
@@ -44,6 +45,28 @@ export class Conversation {
     this.log.scrollTop = this.log.scrollHeight;
   }
 
+  // The reply's tool calls, each its function's name and its arguments as indented JSON: shown,
+  // never run. Copy copies them as JSON.
+  showToolCalls(message: MessageView, calls: ToolCall[]): void {
+    for (const call of calls) {
+      const box = document.createElement("div");
+      box.className = "tool-call";
+      const title = document.createElement("p");
+      title.append("Calls ");
+      const name = document.createElement("code");
+      name.textContent = call.function.name;
+      title.append(name);
+      const args = document.createElement("pre");
+      const code = document.createElement("code");
+      code.textContent = prettyJson(call.function.arguments);
+      args.append(code);
+      box.append(title, args);
+      message.body.append(box);
+      this.announce(`The model calls ${call.function.name}.`);
+    }
+    message.element.dataset.raw = JSON.stringify(calls, null, 2);
+  }
+
   clear(): void {
     this.log.replaceChildren();
   }
@@ -79,5 +102,13 @@ export class Conversation {
     if (end <= 0 || !rest.slice(0, end).trim()) return final ? content.length : spoken;
     this.announce(rest.slice(0, end).trim());
     return spoken + end;
+  }
+}
+
+function prettyJson(text: string): string {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
   }
 }

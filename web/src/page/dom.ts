@@ -28,6 +28,9 @@ export function pageElements() {
     temperature: element("temperature", HTMLInputElement),
     topP: element("top-p", HTMLInputElement),
     maxTokens: element("max-tokens", HTMLInputElement),
+    toolsPanel: element("tools-panel", HTMLDetailsElement),
+    tools: element("tools", HTMLTextAreaElement),
+    toolChoice: element("tool-choice", HTMLSelectElement),
   };
 }
 
