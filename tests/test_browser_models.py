@@ -204,13 +204,18 @@ def test_quantized_phi_matches_transformers_on_dequantized_weights(tiny_site, br
         logits = model.decode(sequence[-1])
 
 
-# The library's `argmax` on logits uploaded from the page (what Model.greedy runs on its own logits).
-GPU_ARGMAX = """async (values) => {
+# The library's `argmax` on logits uploaded from the page (what Model.greedy runs on its own
+# logits), or with a grammar's bitmask its `argmax_masked` (structured output).
+GPU_ARGMAX = """async ([values, mask]) => {
   const { tvm, device, vm } = model.lib;
   tvm.beginScope();
   try {
     const logits = tvm.empty([1, 1, values.length], "float32", device).copyFrom(Float32Array.from(values));
-    const token = tvm.empty([1], "int32", tvm.cpu()).copyFrom(vm.getFunction("argmax")(logits));
+    const bits = mask && tvm.empty([mask.length], "int32", device).copyFrom(Int32Array.from(mask));
+    const picked = mask === null
+      ? vm.getFunction("argmax")(logits)
+      : vm.getFunction("argmax_masked")(logits, bits);
+    const token = tvm.empty([1], "int32", tvm.cpu()).copyFrom(picked);
     await device.sync();
     return token.toArray()[0];
   } finally {
@@ -238,23 +243,7 @@ def test_gpu_argmax_picks_numpys_token_ties_to_the_lowest_id(tiny_site, browser,
         cases.append(values)
     for values in cases:
         expected = int(np.argmax(values))
-        assert evaluate(model.page, model.log, GPU_ARGMAX, values.tolist()) == expected
-
-
-# The library's `argmax_masked` (structured output): the token among those a bitmask allows.
-GPU_MASKED_ARGMAX = """async ([values, mask]) => {
-  const { tvm, device, vm } = model.lib;
-  tvm.beginScope();
-  try {
-    const logits = tvm.empty([1, 1, values.length], "float32", device).copyFrom(Float32Array.from(values));
-    const bits = tvm.empty([mask.length], "int32", device).copyFrom(Int32Array.from(mask));
-    const token = tvm.empty([1], "int32", tvm.cpu()).copyFrom(vm.getFunction("argmax_masked")(logits, bits));
-    await device.sync();
-    return token.toArray()[0];
-  } finally {
-    tvm.endScope();
-  }
-}"""
+        assert evaluate(model.page, model.log, GPU_ARGMAX, [values.tolist(), None]) == expected
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -270,7 +259,7 @@ def test_gpu_masked_argmax_picks_the_best_allowed_token(tiny_site, browser, sche
         bits[allowed] = True
         mask = np.packbits(bits.reshape(-1, 32)[:, ::-1], axis=1).view(">u4").astype(np.uint32).view(np.int32)
         expected = int(np.flatnonzero(bits)[np.argmax(values[bits])])
-        got = evaluate(model.page, model.log, GPU_MASKED_ARGMAX, [values.tolist(), mask.ravel().tolist()])
+        got = evaluate(model.page, model.log, GPU_ARGMAX, [values.tolist(), mask.ravel().tolist()])
         assert got == expected
 
 

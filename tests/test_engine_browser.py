@@ -49,12 +49,7 @@ def served(tmp_path_factory, wasm_runtime):
 @pytest.fixture
 def engine_page(served, browser):
     url, _, _ = served
-    page_model = PageModel(browser, url, "llama")
-    page_model.page.evaluate(
-        "async () => { window.engine = await webllm.createEngine();"
-        " await window.engine.reload(new URL('llama/', location.href).href); }"
-    )
-    return page_model.page
+    return PageModel(browser, url, "llama").start_engine()
 
 
 def prompt_ids(compiled, messages, **variables) -> list[int]:

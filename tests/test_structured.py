@@ -91,12 +91,7 @@ def served(tmp_path_factory, wasm_runtime):
 @pytest.fixture(scope="module")
 def engine_page(served, browser):
     url, _, _ = served
-    page_model = PageModel(browser, url, "llama")
-    page_model.page.evaluate(
-        "async () => { window.engine = await webllm.createEngine();"
-        " await window.engine.reload(new URL('llama/', location.href).href); }"
-    )
-    return page_model.page
+    return PageModel(browser, url, "llama").start_engine()
 
 
 def _reply(page, **request) -> dict:

@@ -105,6 +105,16 @@ class PageModel:
     def greedy(self, ids: list[int], steps: int) -> list[int]:
         return self._eval("async ([ids, n]) => model.greedy(ids, n)", [ids, steps])
 
+    def start_engine(self) -> Any:
+        """`window.engine`: the OpenAI-style Engine (web/src/engine.ts) in this page, this model
+        loaded into it; returns the Playwright page to evaluate requests in."""
+        self._eval(
+            "async (name) => { window.engine = await webllm.createEngine();"
+            " await window.engine.reload(new URL(name + '/', location.href).href); }",
+            self.name,
+        )
+        return self.page
+
     def delete_cached_weights(self) -> int:
         return self._eval(
             "(name) => webllm.deleteCachedWeights(new URL(name + '/', location.href).href, model.manifest)",
