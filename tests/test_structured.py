@@ -211,6 +211,17 @@ def test_greedy_under_a_schema_equals_transformers_masked_by_python_xgrammar(eng
     assert response["usage"]["completion_tokens"] == len(expected)
 
 
+def test_properties_named_like_keywords_are_fine(engine_page):
+    """`not` and `if` as property names are data, not keywords."""
+    schema = {
+        "type": "object",
+        "properties": {"not": {"enum": ["x"]}, "if": {"enum": ["y"]}},
+        "required": ["not", "if"],
+    }
+    choice = _reply(engine_page, response_format={"type": "json_schema", "json_schema": {"schema": schema}})
+    assert json.loads(choice["message"]["content"]) == {"not": "x", "if": "y"}
+
+
 @pytest.mark.parametrize(
     "response_format, message",
     [
@@ -222,6 +233,21 @@ def test_greedy_under_a_schema_equals_transformers_masked_by_python_xgrammar(eng
         ({"type": "grammar", "grammar": "root ::= ("}, "does not parse as EBNF"),
         ({"type": "grammar", "grammar": 'start ::= "a"'}, "does not parse as EBNF"),
         ({"type": "xml"}, 'Unknown response_format type "xml"'),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"type": "array", "uniqueItems": True}}},
+            "uses `uniqueItems` at /, which the grammar engine cannot enforce",
+        ),
+        (
+            {
+                "type": "json_schema",
+                "json_schema": {"schema": {"properties": {"a": {"not": {"type": "null"}}}}},
+            },
+            "uses `not` at /properties/a",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {"type": "string", "format": "iri"}}},
+            "`format: iri` at / (enforced formats: date,",
+        ),
     ],
 )
 def test_bad_formats_are_refused_before_any_token(engine_page, response_format, message):
@@ -392,6 +418,13 @@ def test_auto_replies_are_read_as_calls_only_when_they_are_one(engine_page):
             "not a JSON Schema",
         ),
         ({"messages": [{"role": "robot", "content": "hi"}]}, 'Unknown message role "robot"'),
+        (
+            {
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"if": {}}}}],
+                "tool_choice": "required",
+            },
+            'The parameters of tool "f" use `if` at /',
+        ),
     ],
 )
 def test_bad_tool_requests_are_refused_before_any_token(engine_page, extra, message):

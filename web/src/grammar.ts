@@ -10,6 +10,8 @@
 import * as xgr from "@mlc-ai/web-xgrammar";
 import { EngineError } from "./errors";
 import type { ModelConfig } from "./model";
+
+export type { TokenizerKind } from "./model";
 import type { Tokenizer } from "./tokenizer";
 
 export type ResponseFormat =
@@ -19,11 +21,6 @@ export type ResponseFormat =
   // Not OpenAI: a grammar in xgrammar's EBNF (GBNF-style), its start rule `root`.
   | { type: "grammar"; grammar: string };
 
-// How the tokenizer spells its vocabulary (webllm_build/loaders/tokenizer_kind.py).
-export interface TokenizerKind {
-  vocab_type: "byte_level" | "byte_fallback" | "raw";
-  prepend_space: boolean;
-}
 
 function invalid(message: string): EngineError {
   return new EngineError("invalid-request", message);
@@ -42,6 +39,13 @@ export function formatKey(format: ResponseFormat | undefined | null): string | u
       const spec = format.json_schema;
       if (typeof spec !== "object" || spec === null || typeof spec.schema !== "object" || spec.schema === null) {
         throw invalid("response_format.json_schema needs a `schema` object: {type: \"json_schema\", json_schema: {name, schema}}.");
+      }
+      const unenforced = unenforcedKeyword(spec.schema);
+      if (unenforced) {
+        throw invalid(
+          `response_format.json_schema.schema uses ${unenforced}, which the grammar engine cannot enforce: ` +
+            "drop it or check it in your code after the reply.",
+        );
       }
       return `json_schema:${JSON.stringify(spec.schema)}`;
     }
@@ -68,6 +72,49 @@ function reason(error: unknown): string {
 // them. The schema's grammar is printed and compiled again with the same exclusion everywhere.
 const LOOSE_STRING_CHAR = String.raw`[^\"\\\r\n]`;
 const JSON_STRING_CHAR = String.raw`[^\0-\x1f\"\\\r\n]`;
+
+// Keywords xgrammar 0.1.27 accepts but does not enforce (measured: the grammar is the same with
+// and without them), so a reply could break them: refused, rather than promised and not kept.
+// Keywords strict mode already satisfies (additionalProperties: false, unevaluated*: false) and
+// annotations (title, description, default, ...) pass.
+const UNENFORCED = [
+  "not", "if", "then", "else", "uniqueItems", "contains", "minContains", "maxContains",
+  "dependentRequired", "dependentSchemas", "dependencies", "maxProperties",
+];
+const FORMATS = [
+  "date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "uri", "uri-reference",
+  "uuid", "uri-template", "json-pointer", "relative-json-pointer",
+];
+
+// Where a schema holds other schemas: by name, in a list, or as the value itself.
+const SCHEMA_MAPS = ["properties", "patternProperties", "$defs", "definitions"];
+const SCHEMA_LISTS = ["anyOf", "oneOf", "allOf", "prefixItems"];
+const SCHEMA_VALUES = ["items", "additionalProperties", "propertyNames", "unevaluatedProperties", "additionalItems"];
+
+// The first keyword of `schema` (located by a JSON Pointer) a grammar would not hold the reply to.
+export function unenforcedKeyword(schema: unknown, at = ""): string | undefined {
+  if (typeof schema !== "object" || schema === null || Array.isArray(schema)) return undefined;
+  const here = at || "/";
+  const nested: [unknown, string][] = [];
+  for (const [key, value] of Object.entries(schema)) {
+    if (UNENFORCED.includes(key)) return `\`${key}\` at ${here}`;
+    if (key === "format" && typeof value === "string" && !FORMATS.includes(value)) {
+      return `\`format: ${value}\` at ${here} (enforced formats: ${FORMATS.join(", ")})`;
+    }
+    if (SCHEMA_MAPS.includes(key) && typeof value === "object" && value !== null) {
+      for (const [name, inner] of Object.entries(value)) nested.push([inner, `${at}/${key}/${name}`]);
+    } else if (SCHEMA_LISTS.includes(key) && Array.isArray(value)) {
+      value.forEach((inner, i) => nested.push([inner, `${at}/${key}/${i}`]));
+    } else if (SCHEMA_VALUES.includes(key)) {
+      nested.push([value, `${at}/${key}`]);
+    }
+  }
+  for (const [inner, where] of nested) {
+    const found = unenforcedKeyword(inner, where);
+    if (found) return found;
+  }
+  return undefined;
+}
 
 // The EBNF of `schema`: one line, no free whitespace (a model could pad forever), and
 // JSON.stringify's separators with spaces, {"a": 1, "b": [2, 3]}, as xgrammar's Python default.

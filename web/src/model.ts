@@ -5,7 +5,6 @@ import * as tvmjs from "@mlc-ai/web-runtime";
 import { ScalarReader, webgpuContext } from "./gpu_commands";
 import { GreedyRun, type GpuDecoder } from "./greedy_run";
 import { EngineError } from "./errors";
-import type { TokenizerKind } from "./grammar";
 import { loadLibrary, type LoadedLibrary } from "./library";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 import { probeWebGPU } from "./webgpu";
@@ -77,6 +76,13 @@ export interface ModelConfig {
   param_names: string[];
   // How the tokenizer spells its vocabulary, for grammars (absent in older builds).
   tokenizer_kind?: TokenizerKind;
+}
+
+// How a tokenizer spells its vocabulary, for the grammar engine (grammar.ts;
+// webllm_build/loaders/tokenizer_kind.py).
+export interface TokenizerKind {
+  vocab_type: "byte_level" | "byte_fallback" | "raw";
+  prepend_space: boolean;
 }
 
 const SEQUENCE_ID = 0;

@@ -13,7 +13,7 @@
 
 import type { ChatMessage } from "./chat_template";
 import { EngineError } from "./errors";
-import type { ResponseFormat } from "./grammar";
+import { unenforcedKeyword, type ResponseFormat } from "./grammar";
 
 export interface ToolFunction {
   name: string;
@@ -89,6 +89,14 @@ export function planTools(tools: unknown, choice: unknown): ToolPlan | undefined
 
 // {"name": <one of the functions>, "arguments": <that function's parameters>}.
 function callFormat(tools: Tool[]): ResponseFormat {
+  for (const tool of tools) {
+    const unenforced = unenforcedKeyword(tool.function.parameters);
+    if (unenforced) {
+      throw invalid(
+        `The parameters of tool "${tool.function.name}" use ${unenforced}, which the grammar engine cannot enforce.`,
+      );
+    }
+  }
   const cases = tools.map((tool) => ({
     type: "object",
     properties: {
