@@ -10,9 +10,9 @@
 import * as xgr from "@mlc-ai/web-xgrammar";
 import { EngineError } from "./errors";
 import type { ModelConfig } from "./model";
+import type { Tokenizer } from "./tokenizer";
 
 export type { TokenizerKind } from "./model";
-import type { Tokenizer } from "./tokenizer";
 
 export type ResponseFormat =
   | { type: "text" }
@@ -20,7 +20,6 @@ export type ResponseFormat =
   | { type: "json_schema"; json_schema: { name?: string; description?: string; schema: unknown; strict?: boolean } }
   // Not OpenAI: a grammar in xgrammar's EBNF (GBNF-style), its start rule `root`.
   | { type: "grammar"; grammar: string };
-
 
 function invalid(message: string): EngineError {
   return new EngineError("invalid-request", message);
