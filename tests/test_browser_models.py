@@ -8,6 +8,7 @@ from checkpoints import (
     GEMMA3_WINDOW,
     make_gemma3,
     make_llama,
+    make_mistral,
     make_phi,
     make_qwen2,
     make_qwen3,
@@ -44,6 +45,7 @@ def tiny_site(tmp_path_factory, wasm_runtime):
         "qwen2": make_qwen2(root / "ckpt-qwen2", seed=2, initializer_range=0.2),
         "qwen3": make_qwen3(root / "ckpt-qwen3", seed=5, initializer_range=0.2),
         "smollm3": make_smollm3(root / "ckpt-smollm3", seed=5, initializer_range=0.2),
+        "mistral": make_mistral(root / "ckpt-mistral", seed=7, initializer_range=0.2),
         "gemma3": make_gemma3(root / "ckpt-gemma3", seed=1, initializer_range=0.2),
     }
     # The Llama twice: also in the asymmetric scheme (a scale and a minimum per group). And as
@@ -144,13 +146,14 @@ def test_gguf_blocks_taken_over_exactly_match_transformers_on_the_file(tiny_site
     _assert_matches(model, reference, PROMPT, f"llama GGUF (Q4_1, Q8_0) as q4f32_asym ({schedule})")
 
 
-@pytest.mark.parametrize("name", ["qwen2", "qwen3", "smollm3"])
+@pytest.mark.parametrize("name", ["qwen2", "qwen3", "smollm3", "mistral"])
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_quantized_qwen_and_smollm3_match_transformers_on_dequantized_weights(
     tiny_site, browser, schedule, name
 ):
     """Qwen2's q/k/v biases, tied embeddings and theta 1e6; Qwen3's per-head q/k norms and heads
-    wider than hidden / heads; SmolLM3's layers without rotary (rotated by the model) on WebGPU.
+    wider than hidden / heads; SmolLM3's layers without rotary (rotated by the model); Mistral
+    v0.3 (a Llama by another name: GQA, theta 1e6, untied) on WebGPU.
 
     Before the rotary kernels computed sin and cos themselves (models/rotary.py), SwiftShader's
     (off by ~1.9e-4) left these 1.5e-3 (Qwen2, Qwen3) to 2.5e-3 (SmolLM3) from transformers'
@@ -164,7 +167,7 @@ def test_quantized_qwen_and_smollm3_match_transformers_on_dequantized_weights(
 
 # Longer than Gemma 3's window: its local layers must drop the oldest positions.
 LONG_PROMPT = [int(i) for i in np.random.default_rng(7).integers(3, 512, 3 * GEMMA3_WINDOW)]
-UNQUANTIZED_FAMILIES = ("qwen3", "smollm3", "gemma3")
+UNQUANTIZED_FAMILIES = ("qwen3", "smollm3", "gemma3", "mistral")
 
 
 @pytest.mark.parametrize("name", UNQUANTIZED_FAMILIES)
