@@ -6,10 +6,12 @@
 const ENGINE_URL = new URL({{ engine|tojson }}, import.meta.url).href;
 const PAGE_URL = new URL({{ page_engine|tojson }}, import.meta.url).href;
 const SITE_URL = new URL("site.json", import.meta.url).href;
+// The service worker that keeps the site working offline (null: built with --no-offline).
+const SERVICE_WORKER_URL = {% if service_worker %}new URL({{ service_worker|tojson }}, import.meta.url).href{% else %}null{% endif %};
 
 // Imported here rather than statically, so a page whose bundle cannot load still says why.
 import(PAGE_URL).then(
-  (page) => page.startChatApp({ engineUrl: ENGINE_URL, siteUrl: SITE_URL }),
+  (page) => page.startChatApp({ engineUrl: ENGINE_URL, siteUrl: SITE_URL, serviceWorkerUrl: SERVICE_WORKER_URL }),
   (error) => {
     const box = document.getElementById("error");
     box.textContent = `The engine failed to load: ${error.message}. Reload the page.`;

@@ -78,3 +78,16 @@ await esbuild.build({
 
 // The page's part: starts the engine's worker and talks to it (a few KB, no tvmjs).
 await esbuild.build({ ...common, entryPoints: ["src/page.ts"], outfile: "dist/webllm_build-page.js" });
+
+// The site's service worker (src/sw.ts). A classic script, since not every browser starts module
+// service workers; Workbox reads NODE_ENV to leave its development logging out.
+await esbuild.build({
+  ...common,
+  entryPoints: ["src/sw.ts"],
+  outfile: "dist/webllm_build-sw.js",
+  format: "iife",
+  minify: true,
+  sourcemap: false,
+  define: { "process.env.NODE_ENV": '"production"' },
+});
+await esbuild.build({ ...common, entryPoints: ["src/sw_retire.ts"], outfile: "dist/webllm_build-sw-retire.js", format: "iife", sourcemap: false });

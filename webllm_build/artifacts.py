@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ RANDOM_WEIGHTS_FORMAT = 2
 # Roles the index must name; the browser and `inspect` find every file through them.
 INDEX_ROLES = ("library", "tokenizer", "config", "tensor_cache")
 HASH_CHARS = 16  # 64 bits: collisions between builds of one model are not a concern
+# A name that carries its content's hash (model-<hash>.wasm): it never changes under that name.
+HASHED_NAME = re.compile(r"[-.][0-9a-f]{16,}\.[A-Za-z0-9]+$")
 BF16_FORMAT = "f32-to-bf16"
 
 # Bytes per element of the dtypes tvmjs can load, by the names tvm and numpy both use.

@@ -82,6 +82,7 @@ def _site(args: argparse.Namespace) -> int:
         prefill_chunk=args.prefill_chunk,
         random_weights=args.random_weights,
         schedules=_schedules(args.schedules),
+        offline=args.offline,
     )
     result = build_site(options, _log)
     for model in result.models:
@@ -274,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--prefill-chunk", type=int, default=512)
     site.add_argument("--random-weights", action="store_true", help=RANDOM_WEIGHTS_HELP)
     site.add_argument("--schedules", default=None, help=SCHEDULES_HELP)
+    site.add_argument(
+        "--no-offline",
+        dest="offline",
+        action="store_false",
+        help="no service worker: the site needs the network on every visit (an earlier build's "
+        "worker is retired)",
+    )
     site.set_defaults(run=_site)
 
     commands.add_parser("models", help="list the model presets").set_defaults(run=_models)

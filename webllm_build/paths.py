@@ -20,6 +20,9 @@ WEB_DIST = ASSETS_DIR / "web" if INSTALLED else WEB_DIR / "dist"
 WEB_BUNDLE = WEB_DIST / "webllm_build.js"
 # The chat page's own small script: starts the engine (WEB_BUNDLE) in a Web Worker.
 WEB_PAGE_BUNDLE = WEB_DIST / "webllm_build-page.js"
+# The site's service worker (offline.py): Workbox precaching, and the one that retires it.
+WEB_SW_BUNDLE = WEB_DIST / "webllm_build-sw.js"
+WEB_SW_RETIRE_BUNDLE = WEB_DIST / "webllm_build-sw-retire.js"
 TEMPLATES_DIR = ASSETS_DIR / "site_templates" if INSTALLED else REPO_DIR / "site_templates"
 # What to do when the engine bundle is missing.
 BUILD_WEB_HINT = "Reinstall webllm_build." if INSTALLED else "Build it with: make web"
@@ -38,6 +41,6 @@ def cache_dir() -> Path:
 
 def require_web_bundles() -> None:
     """Fail with what to do when the browser engine's bundles are not built."""
-    for bundle in (WEB_BUNDLE, WEB_PAGE_BUNDLE):
+    for bundle in (WEB_BUNDLE, WEB_PAGE_BUNDLE, WEB_SW_BUNDLE, WEB_SW_RETIRE_BUNDLE):
         if not bundle.is_file():
             raise ToolchainError(f"The browser engine bundle {bundle} is missing. {BUILD_WEB_HINT}")

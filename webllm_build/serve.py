@@ -12,7 +12,6 @@ import asyncio
 import functools
 import gzip
 import mimetypes
-import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +19,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from webllm_build.artifacts import HASHED_NAME
 from webllm_build.errors import ServeError
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 # A 16+ hex-digit content hash before the extension, as the packaging stage names files.
-HASHED_NAME = re.compile(r"[-.][0-9a-f]{16,}\.[A-Za-z0-9]+$")
 COMPRESSIBLE = {".js", ".mjs", ".json", ".html", ".css", ".map", ".txt", ".svg", ".md"}
 MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript"}
 

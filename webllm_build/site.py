@@ -4,6 +4,7 @@
     <out>/app.js                   its script, a plain ES module (fixed name, revalidate)
     <out>/site.json                the models on offer and the engine's name (fixed name, revalidate)
     <out>/webllm_build-<hash>.js   the engine bundle, named by its content (immutable)
+    <out>/sw.js                    the service worker: the site offline after one visit (offline.py)
     <out>/models/<slug>/           one compiled model directory each (see build.py)
     <out>/_headers, <out>/README.md  caching rules for Netlify / Cloudflare Pages, and for the rest
 
@@ -35,6 +36,7 @@ from webllm_build.atomic import atomic_directory, sweep_stale_temps
 from webllm_build.build import build_model
 from webllm_build.compiler.schedules import DEFAULT_SCHEDULES
 from webllm_build.errors import ArtifactError, OptionsError, SiteError
+from webllm_build.offline import SERVICE_WORKER, write_service_worker
 from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, WEB_PAGE_BUNDLE, require_web_bundles
 from webllm_build.plan import DEFAULT_PREFILL_CHUNK, BuildOptions, ModelPlan, plan_model
 from webllm_build.presets import DEFAULT_PRESET, PRESETS
@@ -64,6 +66,9 @@ class SiteOptions:
     # Kernel schedule classes to build per model (compiler/schedules.py): the page loads the
     # library that suits the visitor's adapter.
     schedules: tuple[str, ...] = DEFAULT_SCHEDULES
+    # A service worker precaches the page, engine, libraries and configs (offline.py), so the chat
+    # opens and answers with no network after one visit.
+    offline: bool = True
 
 
 @dataclass(frozen=True)
@@ -281,8 +286,11 @@ def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: Non
             "page_engine": page_engine,
             "models": models,
             "base_url": base_url,
+            "service_worker": SERVICE_WORKER if options.offline else None,
         }
         for name in PAGE_TEMPLATES:
             (tmp / name).write_text(env.get_template(name).render(context), encoding="utf-8")
+        models_url = {f"{MODELS_DIR}/{model.id}": model.base_url for model in models}
+        write_service_worker(tmp, models_url if options.offline else None)
     log(f"Wrote the site for {len(models)} model(s) into {out}.")
     return SiteResult(out, engine, models)

@@ -15,12 +15,14 @@ import { ErrorBox, errorCode } from "./error_box";
 import { renderMarkdown } from "./markdown";
 import { SamplingForm } from "./sampling_form";
 import { ToolsForm } from "./tools_form";
+import { watchForUpdates } from "./updates";
 import type { ToolCall } from "../tools";
 import { fetchSite, missingFeatures, preferredModel, runnableVariant, type Site, type SiteModel } from "./site";
 
 export interface ChatAppOptions {
   engineUrl: string; // the engine bundle: the worker's script
   siteUrl: string; // site.json; model directories are relative to it
+  serviceWorkerUrl?: string | null; // sw.js, which keeps the site working offline; null: none
 }
 
 // Loading progress: the engine's, and the page's own "starting" before the engine reports.
@@ -76,6 +78,7 @@ class ChatApp {
   private adapter: AdapterReport | null = null; // the WebGPU adapter, as the engine sees it
   private messages: ChatMessage[] = [];
   private generating = false;
+  private loadStarted = false; // a model was ever loaded or is loading: a new build waits for the visitor
   private loadedModel: SiteModel | null = null;
   private lastUsage: CompletionUsage | null = null;
   private modelPicked = false; // the visitor chose a model: re-filling the picker keeps it
@@ -167,6 +170,8 @@ class ChatApp {
     if (this.site) this.fillPicker(this.site); // again, now marking what this adapter cannot run
     this.setBusy();
     window.webllmAppReady = true;
+    const worker = this.options.serviceWorkerUrl;
+    if (worker) watchForUpdates(worker, () => !this.loadStarted && !this.generating);
   }
 
   private setBusy(): void {
@@ -217,6 +222,7 @@ class ChatApp {
         : new EngineError("no-webgpu", this.adapter?.reason ?? "This browser has no WebGPU.");
     }
     this.loadedModel = null;
+    this.loadStarted = true;
     this.ui.model.value = entry.id;
     let last: Progress | null = null;
     const started = performance.now();
