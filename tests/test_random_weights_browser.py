@@ -165,10 +165,14 @@ def test_smallest_preset_of_each_family_loads_and_answers(tmp_path, wasm_runtime
                     "logprobs": True,
                 }
             )
+            gpu_peak = page.runtime_stats()["gpu_peak_bytes"]
         finally:
             page.close()
     assert reply["error"] is None, reply["error"]
     assert reply["usage"]["completion_tokens"] == 4 and reply["finish_reason"] == "length"
+    # The build's memory estimate (memory.py), which the page checks before loading, bounds what
+    # tvmjs allocated, without overstating it by much.
+    assert gpu_peak <= entry["memory"]["total_bytes"] <= 1.3 * gpu_peak
     assert all(np.isfinite(entry["logprob"]) and entry["logprob"] <= 0 for entry in reply["logprobs"])
     seconds = f"loaded in {loaded['seconds']:.1f} s, replied in {reply['seconds']:.1f} s"
     print(f"\n{preset}: {seconds}: {reply['content']!r}")

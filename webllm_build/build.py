@@ -45,6 +45,7 @@ from webllm_build.compiler.target import cpu_target, webgpu_target
 from webllm_build.convert import checkpoint_fetcher, checkpoint_groups, model_parameters
 from webllm_build.errors import CompileError, WebLLMBuildError
 from webllm_build.loaders.tokenizer_kind import tokenizer_kind
+from webllm_build.memory import estimate_memory
 from webllm_build.models import ModelConfig, architecture_of
 from webllm_build.models.rotary import model_rotates, rotary_inv_freq
 from webllm_build.paths import cache_dir
@@ -224,6 +225,10 @@ def build_model(plan: ModelPlan, out: Path, log: Callable[[str], None] = lambda 
             "random_weights": options.random_weights,
             "plan_key": plan.key,
             "weight_import": weight_import,
+            # What the page checks against the visitor's GPU before downloading (memory.py).
+            "memory": estimate_memory(
+                plan.config, params, PAGE_SIZE, q.model_dtype, options.random_weights
+            ).to_json(),
         }
         if options.target == "webgpu":
             index_extra["schedules"] = list(classes)

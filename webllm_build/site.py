@@ -85,6 +85,9 @@ class SiteModel:
     default: bool
     reused: bool  # carried over from the previous build instead of compiled
     random_weights: bool = False
+    # The GPU memory it needs (memory.py), which the page checks before downloading; None for
+    # a model directory built before the estimate existed.
+    memory: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +101,7 @@ class SiteModel:
             "download_bytes": self.download_bytes,
             "default": self.default,
             "random_weights": self.random_weights,
+            "memory": self.memory,
         }
 
 
@@ -228,6 +232,7 @@ def _site_model(
         default=default,
         reused=reused,
         random_weights=bool(index.extra.get("random_weights")),
+        memory=index.extra.get("memory"),
     )
 
 
