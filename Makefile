@@ -37,7 +37,7 @@ $(STAMPS)/python: pyproject.toml
 web: web/dist/webllm_build.js
 web/node_modules/.package-lock.json: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
-web/dist/webllm_build.js: web/node_modules/.package-lock.json web/build.mjs web/tsconfig.json $(wildcard web/src/*.ts)
+web/dist/webllm_build.js: web/node_modules/.package-lock.json web/build.mjs web/tsconfig.json $(wildcard web/src/*.ts web/src/*/*.ts)
 	cd web && npx --no-install tsc -p . && node build.mjs
 
 runtime: python system
