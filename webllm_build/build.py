@@ -226,9 +226,7 @@ def build_model(plan: ModelPlan, out: Path, log: Callable[[str], None] = lambda 
             "plan_key": plan.key,
             "weight_import": weight_import,
             # What the page checks against the visitor's GPU before downloading (memory.py).
-            "memory": estimate_memory(
-                plan.config, params, PAGE_SIZE, q.model_dtype, options.random_weights
-            ).to_json(),
+            "memory": estimate_memory(plan.config, params, PAGE_SIZE, q.model_dtype).to_json(),
         }
         if options.target == "webgpu":
             index_extra["schedules"] = list(classes)
