@@ -18,6 +18,8 @@ WEB_DIR = REPO_DIR / "web"  # the engine's sources and npm packages: a checkout 
 INSTALLED = ASSETS_DIR.is_dir()
 WEB_DIST = ASSETS_DIR / "web" if INSTALLED else WEB_DIR / "dist"
 WEB_BUNDLE = WEB_DIST / "webllm_build.js"
+# Its TypeScript declarations (the library API), shipped beside it in the site.
+WEB_TYPES = WEB_DIST / "webllm_build.d.ts"
 # The chat page's own small script: starts the engine (WEB_BUNDLE) in a Web Worker.
 WEB_PAGE_BUNDLE = WEB_DIST / "webllm_build-page.js"
 # The site's service worker (offline.py): Workbox precaching, and the one that retires it.
@@ -41,6 +43,6 @@ def cache_dir() -> Path:
 
 def require_web_bundles() -> None:
     """Fail with what to do when the browser engine's bundles are not built."""
-    for bundle in (WEB_BUNDLE, WEB_PAGE_BUNDLE, WEB_SW_BUNDLE, WEB_SW_RETIRE_BUNDLE):
+    for bundle in (WEB_BUNDLE, WEB_TYPES, WEB_PAGE_BUNDLE, WEB_SW_BUNDLE, WEB_SW_RETIRE_BUNDLE):
         if not bundle.is_file():
             raise ToolchainError(f"The browser engine bundle {bundle} is missing. {BUILD_WEB_HINT}")

@@ -4,6 +4,8 @@
     <out>/app.js                   its script, a plain ES module (fixed name, revalidate)
     <out>/site.json                the models on offer and the engine's name (fixed name, revalidate)
     <out>/webllm_build-<hash>.js   the engine bundle, named by its content (immutable)
+    <out>/webllm_build.js          the engine for other pages to import: re-exports it (revalidate)
+    <out>/webllm_build*.d.ts       the engine's TypeScript declarations, beside each
     <out>/sw.js                    the service worker: the site offline after one visit (offline.py)
     <out>/models/<slug>/           one compiled model directory each (see build.py)
     <out>/_headers, <out>/README.md  caching rules for Netlify / Cloudflare Pages, and for the rest
@@ -37,7 +39,7 @@ from webllm_build.build import build_model
 from webllm_build.compiler.schedules import DEFAULT_SCHEDULES
 from webllm_build.errors import ArtifactError, OptionsError, SiteError
 from webllm_build.offline import SERVICE_WORKER, write_service_worker
-from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, WEB_PAGE_BUNDLE, require_web_bundles
+from webllm_build.paths import TEMPLATES_DIR, WEB_BUNDLE, WEB_PAGE_BUNDLE, WEB_TYPES, require_web_bundles
 from webllm_build.plan import DEFAULT_PREFILL_CHUNK, BuildOptions, ModelPlan, plan_model
 from webllm_build.presets import DEFAULT_PRESET, PRESETS
 from webllm_build.quantize import get_quantization
@@ -270,6 +272,12 @@ def build_site(options: SiteOptions, log: Callable[[str], None] = lambda _m: Non
             models.append(_site_model(target, entry, base_url, default=i == 0, reused=reused))
 
         engine = content_hashed_copy(WEB_BUNDLE, tmp, ENGINE_STEM)
+        # The engine as a library: its declarations beside it (named after the code they describe,
+        # as TypeScript pairs them), and a fixed-name entry, revalidated, that re-exports this
+        # build's, so <site>/webllm_build.js stays importable across deploys.
+        for name in (engine.removesuffix(".js") + ".d.ts", f"{ENGINE_STEM}.d.ts"):
+            shutil.copyfile(WEB_TYPES, tmp / name)
+        (tmp / f"{ENGINE_STEM}.js").write_text(f'export * from "./{engine}";\n', encoding="utf-8")
         page_engine = content_hashed_copy(WEB_PAGE_BUNDLE, tmp, f"{ENGINE_STEM}-page")
         site = {
             "format": SITE_FORMAT,

@@ -81,9 +81,12 @@ export class WorkerEngine implements ChatEngine {
   }
 
   // Loads the compiled model directory at `baseUrl` in the worker. Callbacks stay on this side.
+  // A relative URL is resolved here, against this page as in the in-page engine: the worker's own
+  // base may be another directory, another origin's, or a blob: URL (createWorkerEngine).
   async reload(baseUrl: string, options: LoadWeightsOptions = {}): Promise<void> {
     const { onProgress, onWarning, ...rest } = options;
-    await this.call("reload", [baseUrl, rest], {
+    const here = globalThis.location?.href;
+    await this.call("reload", [here ? new URL(baseUrl, here).href : baseUrl, rest], {
       onEvent: (name, value) => {
         if (name === "progress") onProgress?.(value as never);
         if (name === "warning") onWarning?.(value as never);
@@ -161,7 +164,23 @@ export class WorkerEngine implements ChatEngine {
   }
 }
 
-// Starts the engine in a module worker running `scriptUrl`, the engine bundle itself.
+// Starts the engine in a module worker running `scriptUrl`, the engine bundle itself. Browsers
+// refuse a worker script from another origin (a page importing the engine from a site or a CDN),
+// so such a bundle runs in a same-origin blob: module worker that imports it; the server must
+// then allow the page's origin (CORS), as for any module imported across origins. The engine
+// knows its worker by the worker's name, whatever the script (worker.ts).
 export function createWorkerEngine(scriptUrl: string | URL): WorkerEngine {
-  return new WorkerEngine(new Worker(scriptUrl, { type: "module", name: ENGINE_WORKER_NAME }));
+  const options: WorkerOptions = { type: "module", name: ENGINE_WORKER_NAME };
+  const here = globalThis.location;
+  const url = new URL(scriptUrl, here?.href);
+  if (!here || url.origin === here.origin || url.protocol === "blob:" || url.protocol === "data:") {
+    return new WorkerEngine(new Worker(url, options));
+  }
+  const source = URL.createObjectURL(new Blob([`import ${JSON.stringify(url.href)};\n`], { type: "text/javascript" }));
+  const worker = new Worker(source, options);
+  // Kept until the worker has surely read it: its first message or its failure.
+  const revoke = () => URL.revokeObjectURL(source);
+  worker.addEventListener("message", revoke, { once: true });
+  worker.addEventListener("error", revoke, { once: true });
+  return new WorkerEngine(worker);
 }
