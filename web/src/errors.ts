@@ -6,6 +6,7 @@ export type EngineErrorCode =
   | "no-webgpu"
   | "missing-feature"
   | "buffer-limit"
+  | "device-memory"
   | "missing-library"
   // Downloading and keeping the model (the last two are warnings: loading goes on).
   | "fetch-failed"
@@ -14,6 +15,8 @@ export type EngineErrorCode =
   | "no-chat-template"
   | "quota-exceeded"
   | "storage-unavailable"
+  // The GPU device was lost (a driver reset, the browser taking it back): reload the model.
+  | "gpu-lost"
   // Requests.
   | "invalid-request"
   | "no-model"
