@@ -12,6 +12,7 @@ import type {
   ChatCompletionRequest,
   ChatEngine,
   CreateCompletion,
+  GpuLoss,
   RuntimeStats,
   TokenLogprob,
 } from "./engine_api";
@@ -19,6 +20,7 @@ import { EngineError } from "./errors";
 import { generate, type GenerationEvent, type GenerationOptions, type LoadedChat } from "./generation";
 import { Grammars } from "./grammar";
 import { mayBeToolCall, planTools, readToolCall, templateMessages, type ToolPlan } from "./tools";
+import { deviceLostError } from "./library";
 import { Model } from "./model";
 import type { SamplingParams } from "./sampling";
 import { Tokenizer } from "./tokenizer";
@@ -27,6 +29,9 @@ import type { LoadWeightsOptions } from "./weights";
 
 const DEFAULT_MAX_TOKENS = 512;
 const MAX_TOP_LOGPROBS = 20; // OpenAI's limit
+// How long a failed GPU call waits for device.lost to settle before its error counts as its own:
+// a destroyed device's readbacks fail a moment before the browser reports the loss.
+const LOSS_SETTLE_MS = 1000;
 
 function invalid(message: string): EngineError {
   return new EngineError("invalid-request", message);
@@ -88,6 +93,9 @@ export class Engine implements ChatEngine {
   private loaded?: LoadedChat;
   private interruptRequested = false;
   private busy = false;
+  private lastLoss?: GpuLoss;
+  private lostModel = false; // the loaded model's device was lost; calls fail until a reload
+  private readonly lossWaiters: { after: number; resolve(loss: GpuLoss): void }[] = [];
 
   readonly chat = {
     completions: {
@@ -97,6 +105,7 @@ export class Engine implements ChatEngine {
 
   async reload(baseUrl: string, options: LoadWeightsOptions = {}): Promise<void> {
     await this.unload();
+    this.lostModel = false;
     // The tokenizer (a few MB of JSON, parsed in wasm) loads while the weights download.
     const tokenizerLoad = Tokenizer.fromModelDirectory(baseUrl);
     tokenizerLoad.catch(() => {}); // its error is thrown below, once the model's is known
@@ -120,6 +129,7 @@ export class Engine implements ChatEngine {
       cached: [],
       grammars: new Grammars(tokenizer, model.config),
     };
+    this.watchDevice(this.loaded);
   }
 
   async unload(): Promise<void> {
@@ -134,6 +144,7 @@ export class Engine implements ChatEngine {
   }
 
   async resetChat(): Promise<void> {
+    if (this.lostModel) throw this.lostError();
     if (!this.loaded) return;
     this.loaded.model.reset();
     this.loaded.cached = [];
@@ -151,7 +162,39 @@ export class Engine implements ChatEngine {
     };
   }
 
+  deviceLost(after = 0): Promise<GpuLoss> {
+    if (this.lastLoss && this.lastLoss.count > after) return Promise.resolve(this.lastLoss);
+    return new Promise((resolve) => this.lossWaiters.push({ after, resolve }));
+  }
+
+  async destroyDeviceForTesting(): Promise<void> {
+    this.loadedChat().model.destroyDeviceForTesting();
+  }
+
+  // A loss of `chat`'s device while it is the loaded model (unload and reload destroy the
+  // device too, after replacing it) frees the model and tells whoever waits for losses.
+  private watchDevice(chat: LoadedChat): void {
+    void chat.model.lost.then(async (info) => {
+      if (this.loaded !== chat) return;
+      const count = (this.lastLoss?.count ?? 0) + 1;
+      const loss = { count, reason: info.reason, message: deviceLostError(info).message };
+      this.lastLoss = loss;
+      this.lostModel = true;
+      console.warn(`webllm_build: ${loss.message}`);
+      await this.unload();
+      for (const waiter of this.lossWaiters.filter((w) => w.after < loss.count)) {
+        this.lossWaiters.splice(this.lossWaiters.indexOf(waiter), 1);
+        waiter.resolve(loss);
+      }
+    });
+  }
+
+  private lostError(): EngineError {
+    return new EngineError("gpu-lost", this.lastLoss?.message ?? "The GPU device was lost: reload the model.");
+  }
+
   private loadedChat(): LoadedChat {
+    if (this.lostModel) throw this.lostError();
     if (!this.loaded) throw new EngineError("no-model", "No model is loaded: call engine.reload(url) first.");
     return this.loaded;
   }
@@ -208,8 +251,21 @@ export class Engine implements ChatEngine {
     const id = `chatcmpl-${Date.now().toString(36)}`;
     const created = Math.floor(Date.now() / 1000);
     let held = tools?.readCalls ? "" : undefined;
+    const events = generate(chat, options);
+    // A lost device may leave a GPU wait pending forever: the loss ends the reply instead.
+    let lost = false;
+    const loss = chat.model.lost.then((info) => {
+      lost = true;
+      throw deviceLostError(info);
+    });
+    loss.catch(() => {});
     try {
-      for await (const event of generate(chat, options)) {
+      for (;;) {
+        const next = events.next();
+        next.catch(() => {});
+        const step = await Promise.race([next, loss]).catch((error) => this.explainFailure(chat, error));
+        if (step.done) break;
+        const event = step.value;
         let finish = event.kind === "done" ? event.finish : null;
         let change = delta(event);
         if (held !== undefined && change.content) {
@@ -238,7 +294,17 @@ export class Engine implements ChatEngine {
       }
     } finally {
       this.busy = false;
+      // The reader stopped early: end the token loop (a lost device's may never resume).
+      if (!lost) await events.return(undefined);
     }
+  }
+
+  // A GPU call that fails because the device was just lost reports the loss, not its own error.
+  private async explainFailure(chat: LoadedChat, error: unknown): Promise<never> {
+    if (error instanceof EngineError) throw error;
+    const settled = new Promise<undefined>((resolve) => setTimeout(resolve, LOSS_SETTLE_MS));
+    const info = await Promise.race([chat.model.lost, settled]);
+    throw info ? deviceLostError(info) : error;
   }
 }
 

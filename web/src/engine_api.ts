@@ -107,6 +107,13 @@ export interface RuntimeStats {
   device_limits: Record<string, number>; // what the model's device was created with
 }
 
+// A loss of the engine's GPU device (engine.deviceLost). Losses are numbered from 1 per engine.
+export interface GpuLoss {
+  count: number;
+  reason: string; // GPUDeviceLostInfo's: "destroyed" or "unknown"
+  message: string; // what happened and what to do, as the "gpu-lost" error says it
+}
+
 // chat.completions.create: a stream of chunks when `stream` is true, else one completion.
 export interface CreateCompletion {
   (request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
@@ -126,4 +133,10 @@ export interface ChatEngine {
   // Ends the running completion after its current token (finish_reason "abort").
   interruptGenerate(): void;
   runtimeStats(): Promise<RuntimeStats>;
+  // Resolves at the first loss of the GPU device numbered above `after` (default 0: the first
+  // ever, at once if it happened). The model is then freed: a running completion ends with an
+  // EngineError "gpu-lost", and so does every call until `reload`.
+  deviceLost(after?: number): Promise<GpuLoss>;
+  // A testing aid: destroys the loaded model's GPU device, as a driver reset would lose it.
+  destroyDeviceForTesting(): Promise<void>;
 }

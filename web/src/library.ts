@@ -12,7 +12,23 @@ export interface LoadedLibrary {
   vm: tvmjs.VirtualMachine;
   features: Set<string>; // WebGPU features the device was created with
   limits: Record<string, number>; // and its limits (reportedLimits)
+  gpuDevice: GPUDevice;
+  // Settles when the device is lost: a driver reset, the browser taking the GPU back, dispose(),
+  // or GPUDevice.destroy() on purpose. Nothing made on it works afterwards: load a new library.
+  lost: Promise<GPUDeviceLostInfo>;
+  // Frees what it can; never throws, as a lost device's instance may be half freed already.
   dispose(): void;
+}
+
+// The error calls on a lost device end with, and every call after until the model is reloaded.
+export function deviceLostError(info: Pick<GPUDeviceLostInfo, "reason" | "message">): EngineError {
+  const detail = [info.reason, info.message].filter(Boolean).join(": ");
+  return new EngineError(
+    "gpu-lost",
+    `The GPU device was lost (${detail || "no reason given"}): the GPU driver was reset, or the browser ` +
+      "took the GPU back (to save power, or after an error). Everything on it is gone: reload the model to " +
+      "go on. Its weights stay in the browser's storage, and a conversation continues from its messages.",
+  );
 }
 
 // What a model needs from the adapter; checked before the library and weights are downloaded.
@@ -65,9 +81,18 @@ export async function loadLibrary(
     vm,
     features: new Set([...gpuDevice.features].map(String)),
     limits: reportedLimits(gpuDevice.limits),
+    gpuDevice,
+    lost: gpuDevice.lost,
     dispose() {
-      vm.dispose();
-      tvm.dispose();
+      // On a lost device tvmjs has disposed the instance itself (its own device.lost handler),
+      // so freeing the VM or the instance again may throw: there is nothing left to free then.
+      for (const free of [() => vm.dispose(), () => tvm.dispose()]) {
+        try {
+          free();
+        } catch (error) {
+          console.warn("webllm_build: freeing the model library failed", error);
+        }
+      }
     },
   };
 }

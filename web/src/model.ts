@@ -5,7 +5,7 @@ import * as tvmjs from "@mlc-ai/web-runtime";
 import { ScalarReader, webgpuContext } from "./gpu_commands";
 import { GreedyRun, type GpuDecoder } from "./greedy_run";
 import { EngineError } from "./errors";
-import { loadLibrary, type LoadedLibrary } from "./library";
+import { deviceLostError, loadLibrary, type LoadedLibrary } from "./library";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
 import { probeWebGPU } from "./webgpu";
 
@@ -124,18 +124,38 @@ export class Model implements GpuDecoder {
       quantization: index.quantization,
     });
     const { tvm, device, vm } = lib;
-    const loaded = await loadWeights(tvm, device, baseUrl, manifest, options);
-    // `prepare_params` gives the parameters the library's kernels read: the same tensors, or
-    // (cpu-emulated) some 4-bit weights relaid on the GPU (compiler/weight_layout.py).
-    const params = tvm.withNewScope(() => {
-      const cached = tvm.getParamsFromCacheByName(config.param_names);
-      return tvm.detachFromCurrentScope(vm.getFunction("prepare_params")(cached) as tvmjs.TVMObject);
+    // A device lost while the weights go up would leave a model that never answers: fail instead.
+    const lost = lib.lost.then((info) => {
+      throw deviceLostError(info);
     });
-    // The VM holds the parameters now; the by-name cache would keep a second reference alive.
-    tvm.tensorCacheClear();
-    const model = new Model(config, lib, params, manifest, loaded);
-    model.schedule = role === "library" ? (index.schedules?.[0] ?? "gpu") : role.slice("library:".length);
-    return model;
+    lost.catch(() => {});
+    try {
+      const loaded = await Promise.race([loadWeights(tvm, device, baseUrl, manifest, options), lost]);
+      // `prepare_params` gives the parameters the library's kernels read: the same tensors, or
+      // (cpu-emulated) some 4-bit weights relaid on the GPU (compiler/weight_layout.py).
+      const params = tvm.withNewScope(() => {
+        const cached = tvm.getParamsFromCacheByName(config.param_names);
+        return tvm.detachFromCurrentScope(vm.getFunction("prepare_params")(cached) as tvmjs.TVMObject);
+      });
+      // The VM holds the parameters now; the by-name cache would keep a second reference alive.
+      tvm.tensorCacheClear();
+      const model = new Model(config, lib, params, manifest, loaded);
+      model.schedule = role === "library" ? (index.schedules?.[0] ?? "gpu") : role.slice("library:".length);
+      return model;
+    } catch (error) {
+      lib.dispose();
+      throw error;
+    }
+  }
+
+  // Settles when the model's GPU device is lost (the model is then unusable), or disposed.
+  get lost(): Promise<GPUDeviceLostInfo> {
+    return this.lib.lost;
+  }
+
+  // A testing aid: loses the GPU device on purpose, as a driver reset would.
+  destroyDeviceForTesting(): void {
+    this.lib.gpuDevice.destroy();
   }
 
   get tokens(): number {
@@ -330,10 +350,16 @@ export class Model implements GpuDecoder {
     return { allocated: context.currAllocatedBytes ?? 0, peak: context.peakAllocatedBytes ?? 0 };
   }
 
+  // Frees the GPU buffers; after a device loss, what tvmjs has freed already is skipped.
   dispose(): void {
     this.tokenReader.dispose();
-    this.kvCache?.dispose();
-    this.params.dispose();
+    for (const object of [this.kvCache, this.params]) {
+      try {
+        object?.dispose();
+      } catch (error) {
+        console.warn("webllm_build: freeing a model object failed", error);
+      }
+    }
     this.lib.dispose();
   }
 }

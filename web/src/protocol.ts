@@ -9,7 +9,15 @@ import type { EngineErrorCode } from "./errors";
 export const ENGINE_WORKER_NAME = "webllm_build engine";
 
 // The engine methods the page may call besides chat.completions.create.
-export const FORWARDED_METHODS = ["reload", "unload", "resetChat", "probe", "runtimeStats"] as const;
+export const FORWARDED_METHODS = [
+  "reload",
+  "unload",
+  "resetChat",
+  "probe",
+  "runtimeStats",
+  "deviceLost", // answered only when the GPU device is lost
+  "destroyDeviceForTesting",
+] as const;
 export type ForwardedMethod = (typeof FORWARDED_METHODS)[number];
 
 // Page -> worker.

@@ -40,6 +40,8 @@ export function serveEngine(scope: WorkerScope): void {
     resetChat: () => engine.resetChat(),
     probe: () => probeWebGPU(),
     runtimeStats: () => engine.runtimeStats(),
+    deviceLost: (_id, [after]) => engine.deviceLost(after as number | undefined),
+    destroyDeviceForTesting: () => engine.destroyDeviceForTesting(),
   };
 
   scope.addEventListener("message", async (event) => {

@@ -8,6 +8,7 @@ import type {
   ChatCompletionRequest,
   ChatEngine,
   CreateCompletion,
+  GpuLoss,
   RuntimeStats,
 } from "./engine_api";
 import { EngineError } from "./errors";
@@ -109,6 +110,14 @@ export class WorkerEngine implements ChatEngine {
 
   runtimeStats(): Promise<RuntimeStats> {
     return this.call("runtimeStats", []) as Promise<RuntimeStats>;
+  }
+
+  deviceLost(after = 0): Promise<GpuLoss> {
+    return this.call("deviceLost", [after]) as Promise<GpuLoss>;
+  }
+
+  async destroyDeviceForTesting(): Promise<void> {
+    await this.call("destroyDeviceForTesting", []);
   }
 
   interruptGenerate(): void {

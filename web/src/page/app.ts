@@ -4,7 +4,7 @@
 // sub-path.
 
 import type { ChatMessage } from "../chat_template";
-import type { ChatEngine, CompletionUsage } from "../engine_api";
+import type { ChatEngine, CompletionUsage, GpuLoss } from "../engine_api";
 import { EngineError } from "../errors";
 import type { AdapterReport } from "../webgpu";
 import type { LoadProgress } from "../weights";
@@ -28,7 +28,14 @@ export interface ChatAppOptions {
 // Loading progress: the engine's, and the page's own "starting" before the engine reports.
 export type Progress = Pick<LoadProgress, "loadedBytes" | "totalBytes" | "percent"> & {
   phase: LoadProgress["phase"] | "starting";
-};
+} & Partial<Pick<LoadProgress, "fromNetwork">>;
+
+// The browser's storage for this site (navigator.storage), as the page last read it.
+export interface StorageReport {
+  persisted: boolean; // granted persistent storage: kept until the visitor clears it
+  usage: number; // bytes, navigator.storage.estimate()'s
+  quota: number;
+}
 
 export interface LoadReport {
   id: string;
@@ -43,6 +50,10 @@ export interface ChatAppApi {
   readonly adapter: AdapterReport | null;
   readonly engineKind: ChatEngine["kind"] | null;
   readonly lastUsage: CompletionUsage | null;
+  readonly messages: ChatMessage[]; // the conversation the next message continues (a copy)
+  readonly storage: StorageReport | null; // read after each load
+  // A testing aid: loses the engine's GPU device, as a driver reset would; the page recovers.
+  destroyGpuDeviceForTesting(): Promise<void>;
   // Loads a site.json model by id; throws what the engine throws.
   loadModel(id: string, options?: { onProgress?: (p: Progress) => void }): Promise<LoadReport>;
 }
@@ -81,6 +92,9 @@ class ChatApp {
   private loadStarted = false; // a model was ever loaded or is loading: a new build waits for the visitor
   private loadedModel: SiteModel | null = null;
   private lastUsage: CompletionUsage | null = null;
+  private autoReloaded = false; // the one automatic reload after a GPU loss is spent on this load
+  private storage: StorageReport | null = null;
+  private persistAsked = false;
   private modelPicked = false; // the visitor chose a model: re-filling the picker keeps it
   private webgpuOk = hasWebGPU(); // false once the browser is known to lack WebGPU: loading would only fail
   private readonly conversation: Conversation;
@@ -116,7 +130,17 @@ class ChatApp {
       get lastUsage() {
         return app.lastUsage;
       },
+      get messages() {
+        return structuredClone(app.messages);
+      },
+      get storage() {
+        return app.storage;
+      },
       loadModel: (id, options) => app.loadModel(id, options),
+      destroyGpuDeviceForTesting: async () => {
+        if (!app.engine) throw new Error("The engine did not start.");
+        await app.engine.destroyDeviceForTesting();
+      },
     };
   }
 
@@ -158,6 +182,7 @@ class ChatApp {
         const { engine, report } = await startEngine(this.options.engineUrl);
         this.engine = engine;
         this.adapter = report;
+        void this.watchGpu(engine);
         if (!report.available) {
           this.webgpuOk = false;
           ui.noWebGPU.hidden = false;
@@ -234,6 +259,7 @@ class ChatApp {
     progress({ phase: "starting", loadedBytes: 0, totalBytes: entry.download_bytes, percent: 0 });
     await engine.reload(new URL(entry.base_url, this.options.siteUrl).href, { onProgress: progress });
     this.loadedModel = entry;
+    this.autoReloaded = false;
     this.messages = [];
     this.lastUsage = null;
     this.conversation.clear();
@@ -243,6 +269,7 @@ class ChatApp {
   }
 
   private showProgress(p: Progress): void {
+    this.noteStorage(p);
     const percent = Math.max(0, Math.min(100, Number(p.percent) || 0));
     this.ui.progressBar.value = percent;
     const bytes = p.totalBytes ? `${formatBytes(p.loadedBytes)} of ${formatBytes(p.totalBytes)}, ` : "";
@@ -277,6 +304,104 @@ class ChatApp {
       );
     }
     this.setBusy();
+  }
+
+  // --- GPU loss -----------------------------------------------------------------------------
+
+  // Follows the engine's GPU device losses for as long as the engine lives.
+  private async watchGpu(engine: ChatEngine): Promise<void> {
+    try {
+      for (let seen = 0; ; ) {
+        const loss = await engine.deviceLost(seen);
+        seen = loss.count;
+        await this.recoverFromGpuLoss(loss);
+      }
+    } catch (error) {
+      console.warn("webllm_build: no longer watching the GPU device", error);
+    }
+  }
+
+  // The model went with its device. It is reloaded once by itself, from the browser's storage,
+  // and the conversation goes on from its messages (the engine prefills them again); after a
+  // failed reload or a second loss, the visitor is offered the reload instead of a retry loop.
+  private async recoverFromGpuLoss(loss: GpuLoss): Promise<void> {
+    const entry = this.loadedModel;
+    if (!entry) return; // lost while loading: that load fails and says so
+    this.loadedModel = null;
+    this.setBusy();
+    this.conversation.announce("The GPU was lost; the model must be loaded again.");
+    if (this.autoReloaded) {
+      this.offerReload(entry, lostNotice(loss, "It was lost again after an automatic reload."));
+      return;
+    }
+    this.autoReloaded = true;
+    this.errors.show(lostNotice(loss, `Reloading ${entry.title} from this browser's storage...`));
+    try {
+      await this.reloadKeepingConversation(entry);
+      this.errors.show(lostNotice(loss, `${entry.title} was reloaded: the conversation goes on where it stopped.`));
+    } catch (error) {
+      this.offerReload(entry, error);
+    }
+  }
+
+  private offerReload(entry: SiteModel, error: unknown): void {
+    this.errors.show(error, {
+      label: "Reload the model",
+      run: () => {
+        void this.reloadKeepingConversation(entry).then(
+          () => this.ui.prompt.focus(),
+          (failure: unknown) => this.offerReload(entry, failure),
+        );
+      },
+    });
+  }
+
+  // Loads `entry` again into the engine without forgetting the conversation.
+  private async reloadKeepingConversation(entry: SiteModel): Promise<void> {
+    const engine = this.engine;
+    if (!engine) throw new EngineError("worker-failed", "The engine did not start. Reload the page.");
+    this.ui.progress.hidden = false;
+    this.showProgress({ phase: "starting", loadedBytes: 0, totalBytes: entry.download_bytes, percent: 0 });
+    await engine.reload(new URL(entry.base_url, this.options.siteUrl).href, { onProgress: (p) => this.showProgress(p) });
+    this.loadedModel = entry;
+    this.ui.progressText.textContent = `${entry.title} is ready.`;
+    this.conversation.announce(`${entry.title} is ready.`);
+    this.setBusy();
+  }
+
+  // --- storage ------------------------------------------------------------------------------
+
+  // Follows a load's progress: once a shard came from the network it is being stored, the moment
+  // to ask the browser to keep the site's storage (persist() exists in pages, not in workers);
+  // once the weights are in, the storage figures are shown.
+  private noteStorage(p: Progress): void {
+    if ((p.fromNetwork ?? 0) > 0 && !this.persistAsked) {
+      this.persistAsked = true;
+      void this.askToPersist();
+    }
+    if (p.phase === "done") void this.showStorage();
+  }
+
+  private async askToPersist(): Promise<void> {
+    const storage = navigator.storage;
+    if (!storage?.persist || (await storage.persisted().catch(() => false))) return;
+    await storage.persist().catch(() => false);
+    await this.showStorage();
+  }
+
+  private async showStorage(): Promise<void> {
+    const storage = navigator.storage;
+    if (!storage?.estimate) return;
+    const [estimate, persisted] = await Promise.all([
+      storage.estimate(),
+      storage.persisted ? storage.persisted().catch(() => false) : false,
+    ]);
+    const report = { persisted, usage: estimate.usage ?? 0, quota: estimate.quota ?? 0 };
+    this.storage = report;
+    this.ui.storage.textContent =
+      `Stored on this device: ${formatBytes(report.usage)} of ${formatBytes(report.quota)} available; ` +
+      (persisted ? "kept until you clear it." : "the browser may clear it when space runs low.");
+    this.ui.storage.hidden = false;
   }
 
   // --- chatting -----------------------------------------------------------------------------
@@ -330,7 +455,8 @@ class ChatApp {
         }
       }
     } catch (error) {
-      this.errors.show(error);
+      // A lost GPU is explained by recoverFromGpuLoss, which the engine's deviceLost starts.
+      if (errorCode(error) !== "gpu-lost") this.errors.show(error);
     }
     this.conversation.setText(reply, content);
     if (calls.length > 0) this.conversation.showToolCalls(reply, calls);
@@ -367,4 +493,9 @@ class ChatApp {
     }
     this.setBusy();
   }
+}
+
+// The error box's text after a GPU loss: the engine's explanation, then what happens next.
+function lostNotice(loss: GpuLoss, next: string): EngineError {
+  return new EngineError("gpu-lost", `${loss.message}\n\n${next}`);
 }

@@ -13,6 +13,7 @@ export function pageElements() {
     progress: element("progress", HTMLElement),
     progressBar: element("progress-bar", HTMLProgressElement),
     progressText: element("progress-text", HTMLElement),
+    storage: element("storage", HTMLElement),
     error: element("error", HTMLElement),
     conversation: element("conversation", HTMLElement),
     composer: element("composer", HTMLFormElement),

@@ -9,6 +9,7 @@ const ERROR_HINTS: Partial<Record<EngineErrorCode, string>> = {
   "missing-feature": "Your GPU lacks a WebGPU feature this model needs; pick a model without it (a q4f32 one) if the site has one.",
   "buffer-limit": "Your GPU cannot hold one of this model's tensors; pick a smaller or more quantized model if the site has one.",
   "worker-failed": "The engine could not start. Reload the page; if it persists, try another browser.",
+  "gpu-lost": "The GPU stopped working for this page, and the model with it: it has to be loaded again.",
   "corrupt-shard": "A downloaded file was damaged. Reload the page to download it again.",
   "quota-exceeded": "The browser has no room to keep the model; it is loaded from the network each visit. Free some disk space to keep it.",
 };
