@@ -18,7 +18,13 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 WEB = ROOT / "web"
 # The bundles the site ships (webllm_build.paths names them); source maps stay out of the wheel.
-BUNDLES = ("webllm_build.js", "webllm_build-page.js")
+BUNDLES = (
+    "webllm_build.js",
+    "webllm_build.d.ts",
+    "webllm_build-page.js",
+    "webllm_build-sw.js",
+    "webllm_build-sw-retire.js",
+)
 
 
 def build_engine() -> None:

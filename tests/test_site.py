@@ -102,6 +102,7 @@ def test_site_json_schema(site):
                 "download_bytes": document["models"][0]["download_bytes"],
                 "default": True,
                 "random_weights": False,
+                "memory": document["models"][0]["memory"],
             }
         ],
     }
@@ -112,6 +113,12 @@ def test_site_json_schema(site):
         index.files[role].nbytes for role in ("library", "tokenizer")
     )
     assert document["models"][0]["download_bytes"] == expected
+    # The memory estimate's weights are every tensor the library reads, as the manifest lists them.
+    memory = document["models"][0]["memory"]
+    assert memory["weights_bytes"] == sum(t["nbytes"] for shard in shards for t in shard["records"])
+    parts = ("weights_bytes", "kv_cache_bytes", "workspace_bytes")
+    assert memory["total_bytes"] == sum(memory[part] for part in parts)
+    assert memory == index.extra["memory"]
 
 
 def test_page_uses_only_relative_urls(site):

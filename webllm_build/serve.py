@@ -24,9 +24,14 @@ from webllm_build.errors import ServeError
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
-# A 16+ hex-digit content hash before the extension, as the packaging stage names files.
 COMPRESSIBLE = {".js", ".mjs", ".json", ".html", ".css", ".map", ".txt", ".svg", ".md"}
-MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript"}
+# .d.ts declarations are text (a guess from ".ts" says MPEG transport stream).
+MIME_TYPES = {
+    ".wasm": "application/wasm",
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".ts": "text/plain; charset=utf-8",
+}
 
 
 def _resolve(root: Path, request_path: str) -> Path | None:
@@ -81,6 +86,9 @@ def make_app(
             or mimetypes.guess_type(path.name)[0]
             or "application/octet-stream",
             "X-Content-Type-Options": "nosniff",
+            # Public files: a page on another origin may import the engine and load the models
+            # (the engine as a library), as from a CDN.
+            "Access-Control-Allow-Origin": "*",
         }
         if isolation_headers:
             headers["Cross-Origin-Opener-Policy"] = "same-origin"

@@ -133,6 +133,9 @@ export function defaultScope(): string {
   let here: URL;
   try {
     here = new URL(globalThis.location.href);
+    // A worker started from a blob: URL (an engine imported from another origin:
+    // worker_engine.ts) is at "blob:<origin>/<uuid>": its scope is that origin's root.
+    if (here.protocol === "blob:") here = new URL("/", here.pathname);
   } catch {
     here = new URL(import.meta.url);
   }
