@@ -25,6 +25,8 @@ AXE_SCRIPT = REPO / "web" / "node_modules" / "axe-core" / "axe.min.js"
 # WCAG 2.2 A and AA (contrast and target size included) plus axe's best practices (landmarks,
 # heading order, one main, ...).
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+# The context options of a visitor whose Copy buttons the test can check.
+CLIPBOARD = {"permissions": ["clipboard-read", "clipboard-write"]}
 
 
 class ChatPage:
@@ -140,3 +142,34 @@ def long_reply_prompt(checkpoint: Path, tokens: int) -> tuple[str, str]:
         if len(ids) == tokens:
             return text, reference.decode(ids)
     raise AssertionError(f"no prompt makes the tiny model reply {tokens} tokens")
+
+
+def focused(page: Any) -> str:
+    """The focused control's id, else its accessible label or text ("Copy reply", "Sampling")."""
+    return page.evaluate(
+        """() => { const e = document.activeElement;
+            return e.id || e.getAttribute('aria-label') || e.textContent.trim(); }"""
+    )
+
+
+def tab_to(page: Any, target: str, *, backwards: bool = False, limit: int = 30) -> list[str]:
+    """Press Tab (or Shift+Tab) until `target` has the focus; returns every stop on the way.
+
+    Each stop must show a focus ring: an outline at least 2 px wide.
+    """
+    stops: list[str] = []
+    for _ in range(limit):
+        page.keyboard.press("Shift+Tab" if backwards else "Tab")
+        stops.append(focused(page))
+        ring = page.evaluate(
+            "() => { const s = getComputedStyle(document.activeElement);"
+            " return s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2; }"
+        )
+        assert ring, f"{stops[-1]} has no visible focus ring"
+        if stops[-1] == target:
+            return stops
+    raise AssertionError(f"Tab never reached {target}: {stops}")
+
+
+def clipboard(page: Any) -> str:
+    return page.evaluate("navigator.clipboard.readText()")

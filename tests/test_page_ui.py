@@ -10,47 +10,25 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chat_page import HOSTILE, HOSTILE_TOKENS, TINY, ChatPage, long_reply_prompt
+from chat_page import (
+    CLIPBOARD,
+    HOSTILE,
+    HOSTILE_TOKENS,
+    TINY,
+    ChatPage,
+    clipboard,
+    focused,
+    long_reply_prompt,
+    tab_to,
+)
 from playwright.sync_api import expect
 
-CLIPBOARD = {"permissions": ["clipboard-read", "clipboard-write"]}
 PHONE = {
     "viewport": {"width": 390, "height": 844},
     "device_scale_factor": 3,
     "is_mobile": True,
     "has_touch": True,
 }
-
-
-def focused(page: Any) -> str:
-    """The focused control's id, else its accessible label or text ("Copy reply", "Sampling")."""
-    return page.evaluate(
-        """() => { const e = document.activeElement;
-            return e.id || e.getAttribute('aria-label') || e.textContent.trim(); }"""
-    )
-
-
-def tab_to(page: Any, target: str, *, backwards: bool = False, limit: int = 30) -> list[str]:
-    """Press Tab (or Shift+Tab) until `target` has the focus; returns every stop on the way.
-
-    Each stop must show a focus ring: an outline at least 2 px wide.
-    """
-    stops: list[str] = []
-    for _ in range(limit):
-        page.keyboard.press("Shift+Tab" if backwards else "Tab")
-        stops.append(focused(page))
-        ring = page.evaluate(
-            "() => { const s = getComputedStyle(document.activeElement);"
-            " return s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2; }"
-        )
-        assert ring, f"{stops[-1]} has no visible focus ring"
-        if stops[-1] == target:
-            return stops
-    raise AssertionError(f"Tab never reached {target}: {stops}")
-
-
-def clipboard(page: Any) -> str:
-    return page.evaluate("navigator.clipboard.readText()")
 
 
 def message_count(page: Any) -> int:

@@ -21,12 +21,7 @@ export class Conversation {
   add(role: Role, text: string): MessageView {
     const element = document.createElement("div");
     element.className = `message ${role}`;
-    const copy = document.createElement("button");
-    copy.type = "button";
-    copy.className = "copy";
-    copy.textContent = "Copy";
-    copy.setAttribute("aria-label", role === "user" ? "Copy message" : "Copy reply");
-    copy.addEventListener("click", () => this.copy(element.dataset.raw || "", copy));
+    const copy = this.copyButton("copy", role === "user" ? "Copy message" : "Copy reply", () => element.dataset.raw || "");
     const body = document.createElement("div");
     element.append(copy, body);
     this.log.append(element);
@@ -39,6 +34,7 @@ export class Conversation {
     message.element.dataset.raw = text;
     if (message.role === "assistant") {
       message.body.innerHTML = renderMarkdown(text);
+      for (const pre of message.body.querySelectorAll("pre")) this.addCodeCopy(pre);
     } else {
       message.body.textContent = text;
     }
@@ -65,6 +61,27 @@ export class Conversation {
       this.announce(`The model calls ${call.function.name}.`);
     }
     message.element.dataset.raw = JSON.stringify(calls, null, 2);
+  }
+
+  // Each code block gets a Copy of its own, above it, which copies the code alone. The block is
+  // a Tab stop, so that a keyboard can scroll a long line into view.
+  private addCodeCopy(pre: HTMLPreElement): void {
+    const block = document.createElement("div");
+    block.className = "code-block";
+    const copy = this.copyButton("copy-code", "Copy code", () => pre.textContent || "");
+    pre.tabIndex = 0;
+    pre.replaceWith(block);
+    block.append(copy, pre);
+  }
+
+  private copyButton(className: string, label: string, text: () => string): HTMLButtonElement {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = className;
+    button.textContent = "Copy";
+    button.setAttribute("aria-label", label);
+    button.addEventListener("click", () => this.copy(text(), button));
+    return button;
   }
 
   clear(): void {
