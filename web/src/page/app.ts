@@ -11,13 +11,22 @@ import type { LoadProgress } from "../weights";
 import { Conversation } from "./conversation";
 import { pageElements, type PageElements } from "./dom";
 import { startEngine } from "./engines";
-import { ErrorBox, errorCode } from "./error_box";
+import { ErrorBox, errorCode, type ErrorAction } from "./error_box";
+import { formatBytes, memoryRefusal } from "./memory_check";
 import { renderMarkdown } from "./markdown";
 import { SamplingForm } from "./sampling_form";
 import { ToolsForm } from "./tools_form";
 import { watchForUpdates } from "./updates";
 import type { ToolCall } from "../tools";
-import { fetchSite, missingFeatures, preferredModel, runnableVariant, type Site, type SiteModel } from "./site";
+import {
+  fetchSite,
+  fitsBuffers,
+  missingFeatures,
+  preferredModel,
+  runnableVariant,
+  type Site,
+  type SiteModel,
+} from "./site";
 
 export interface ChatAppOptions {
   engineUrl: string; // the engine bundle: the worker's script
@@ -37,6 +46,11 @@ export interface StorageReport {
   quota: number;
 }
 
+export interface LoadOptions {
+  onProgress?: (p: Progress) => void;
+  anyMemory?: boolean; // load even where the device-memory estimate says it will not fit
+}
+
 export interface LoadReport {
   id: string;
   ms: number;
@@ -54,8 +68,9 @@ export interface ChatAppApi {
   readonly storage: StorageReport | null; // read after each load
   // A testing aid: loses the engine's GPU device, as a driver reset would; the page recovers.
   destroyGpuDeviceForTesting(): Promise<void>;
-  // Loads a site.json model by id; throws what the engine throws.
-  loadModel(id: string, options?: { onProgress?: (p: Progress) => void }): Promise<LoadReport>;
+  // Loads a site.json model by id; throws what the engine throws, or (before downloading) an
+  // EngineError "buffer-limit" or "device-memory" when the GPU cannot hold it, unless `anyMemory`.
+  loadModel(id: string, options?: LoadOptions): Promise<LoadReport>;
 }
 
 declare global {
@@ -78,9 +93,9 @@ function hasWebGPU(): boolean {
   return Boolean(navigator.gpu);
 }
 
-function formatBytes(bytes: number): string {
-  if (!(bytes > 0)) return "0 MB";
-  return bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(2)} GB` : `${(bytes / (1 << 20)).toFixed(1)} MB`;
+// The device's memory in GiB as the browser reports it (Chromium only; rounded and capped).
+function deviceMemory(): number | undefined {
+  return (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
 }
 
 class ChatApp {
@@ -218,7 +233,12 @@ class ChatApp {
     for (const entry of site.models) {
       const option = document.createElement("option");
       option.value = entry.id;
-      const unsupported = missingFeatures(entry, this.adapter).length > 0 ? " (needs shader-f16, not on this GPU)" : "";
+      const unsupported =
+        missingFeatures(entry, this.adapter).length > 0
+          ? " (needs shader-f16, not on this GPU)"
+          : fitsBuffers(entry, this.adapter)
+            ? ""
+            : " (too large for this GPU)";
       option.textContent = `${entry.title}, ${formatBytes(entry.download_bytes)}${unsupported}`;
       option.selected = entry.id === selected;
       ui.model.append(option);
@@ -227,10 +247,7 @@ class ChatApp {
 
   // --- loading ------------------------------------------------------------------------------
 
-  private async loadModel(
-    id: string,
-    { onProgress }: { onProgress?: (p: Progress) => void } = {},
-  ): Promise<LoadReport> {
+  private async loadModel(id: string, { onProgress, anyMemory }: LoadOptions = {}): Promise<LoadReport> {
     const entry = this.site?.models.find((m) => m.id === id);
     if (!entry) throw new Error(`This site has no model "${id}".`);
     const missing = missingFeatures(entry, this.adapter);
@@ -240,6 +257,9 @@ class ChatApp {
         `${entry.title} needs the WebGPU feature(s) ${missing.join(", ")}, which this GPU does not offer.`,
       );
     }
+    // Before anything is downloaded: a model this GPU cannot hold is refused with the figures.
+    const refusal = anyMemory || !this.site ? null : memoryRefusal(this.site, entry, this.adapter, deviceMemory());
+    if (refusal) throw refusal.error;
     const engine = this.engine;
     if (!engine) {
       throw this.webgpuOk
@@ -276,7 +296,7 @@ class ChatApp {
     this.ui.progressText.textContent = `${p.phase || "loading"}: ${bytes}${percent.toFixed(0)}%`;
   }
 
-  private async loadSelected(): Promise<void> {
+  private async loadSelected(anyMemory = false): Promise<void> {
     const { ui, site } = this;
     const entry = site?.models.find((m) => m.id === ui.model.value);
     if (!site || !entry) return;
@@ -285,25 +305,35 @@ class ChatApp {
     ui.progress.hidden = false;
     this.conversation.announce(`Loading ${entry.title}.`);
     try {
-      await this.loadModel(entry.id);
+      await this.loadModel(entry.id, { anyMemory });
       this.conversation.announce(`${entry.title} is ready.`);
       this.setBusy(); // enables the message box, which can only then take the focus
       ui.prompt.focus();
     } catch (error) {
       ui.progress.hidden = true;
-      const variant = errorCode(error) === "missing-feature" ? runnableVariant(site, entry, this.adapter) : undefined;
-      this.errors.show(
-        error,
-        variant && {
-          label: `Load ${variant.title} instead`,
-          run: () => {
-            ui.model.value = variant.id;
-            void this.loadSelected();
-          },
-        },
-      );
+      this.errors.show(error, this.loadAction(site, entry, error));
     }
     this.setBusy();
+  }
+
+  // What the error box offers after a failed load: a build of the same model this GPU can run,
+  // or loading anyway where only the device-memory estimate said no.
+  private loadAction(site: Site, entry: SiteModel, error: unknown): ErrorAction | undefined {
+    const code = errorCode(error);
+    const refusal = code === "buffer-limit" || code === "device-memory" ? memoryRefusal(site, entry, this.adapter, deviceMemory()) : null;
+    const variant =
+      refusal?.variant ?? (code === "missing-feature" || code === "buffer-limit" ? runnableVariant(site, entry, this.adapter) : undefined);
+    if (variant) {
+      return {
+        label: `Load ${variant.title} instead`,
+        run: () => {
+          this.ui.model.value = variant.id;
+          void this.loadSelected();
+        },
+      };
+    }
+    if (refusal?.overridable) return { label: "Load anyway", run: () => void this.loadSelected(true) };
+    return undefined;
   }
 
   // --- GPU loss -----------------------------------------------------------------------------
