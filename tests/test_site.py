@@ -77,7 +77,9 @@ def test_site_files_and_hashed_names(site):
     (page_script,) = [p for p in out.glob("webllm_build-page-*.js")]
     assert page_script.read_bytes() == WEB_PAGE_BUNDLE.read_bytes()
     assert page_script.name in (out / "app.js").read_text() and result.engine in (out / "app.js").read_text()
-    assert page_script.stat().st_size < 64 * 1024
+    # The page's own script stays small beside the engine: minified, markdown-it and DOMPurify
+    # are most of its ~160 KB.
+    assert page_script.stat().st_size < 192 * 1024
     assert HASHED_NAME.search(result.engine)
     assert [p.name for p in (out / "models").iterdir()] == [SLUG]
     assert verify_directory(out / "models" / SLUG) == []

@@ -86,7 +86,9 @@ await esbuild.build({
 });
 
 // The page's part: starts the engine's worker and talks to it (a few KB, no tvmjs).
-await esbuild.build({ ...common, entryPoints: ["src/page.ts"], outfile: "dist/webllm_build-page.js" });
+// Minified: the page waits for it before anything shows, and markdown-it with DOMPurify (the
+// replies' renderer) is most of it.
+await esbuild.build({ ...common, entryPoints: ["src/page.ts"], outfile: "dist/webllm_build-page.js", minify: true });
 
 // The site's service worker (src/sw.ts). A classic script, since not every browser starts module
 // service workers; Workbox reads NODE_ENV to leave its development logging out.
