@@ -17,6 +17,7 @@ export type {
   CompletionUsage,
   CreateCompletion,
   FinishReason,
+  GpuLoss,
   RuntimeStats,
   TokenLogprob,
   TopLogprob,
