@@ -32,10 +32,18 @@ def wasm_runtime():
 
 @pytest.fixture(scope="session")
 def browser():
-    from webllm_build.verify.browser import launch_browser
+    """The session's Chromium. Its pages run without the site's service worker, whose precaching
+    (the engine and every library, ~14 MB into Cache Storage) competed with each test's model
+    load on this 2-core machine for ~5 s a page; test_offline.py allows it and tests it."""
+    from webllm_build.verify.browser import BrowserSession, launch_browser
+
+    class WithoutServiceWorkers(BrowserSession):
+        def open(self, url, *, context_options=None, **options):
+            context_options = {"service_workers": "block", **(context_options or {})}
+            return super().open(url, context_options=context_options, **options)
 
     with launch_browser() as session:
-        yield session
+        yield WithoutServiceWorkers(session._browser)
 
 
 @pytest.fixture(scope="session")

@@ -106,7 +106,7 @@ def test_the_precache_manifest_is_workbox_builds(tiny_site):
 def test_after_one_visit_the_site_opens_loads_and_answers_offline(tmp_path, chat_checkpoints, browser):
     site = build(tmp_path / "dist", chat_checkpoints[TINY], "Offline chat")
     with serve_in_background(site) as url:
-        page = ChatPage(browser, url)
+        page = ChatPage(browser, url, service_workers="allow")
         assert page.page.evaluate(SW_READY) == "activated"
         online = chat(page, TINY)
     # The server is gone and the context offline (which alone would not stop the browser's own
@@ -124,7 +124,7 @@ def test_a_new_build_takes_over_on_the_next_visit_with_no_old_file(tmp_path, cha
     out = tmp_path / "dist"
     build(out, chat_checkpoints[TINY], "First build")
     with serve_in_background(out) as url:
-        page = ChatPage(browser, url)
+        page = ChatPage(browser, url, service_workers="allow")
         page.page.evaluate(SW_READY)
         chat(page, TINY)
         context = page.page.context
@@ -177,7 +177,7 @@ def test_an_open_page_says_a_new_version_is_ready_and_switches_when_asked(
     out = tmp_path / "dist"
     build(out, chat_checkpoints[TINY], "First build")
     with serve_in_background(out) as url:
-        page = ChatPage(browser, url)
+        page = ChatPage(browser, url, service_workers="allow")
         page.page.evaluate(SW_READY)
         chat(page, TINY)  # a loaded model: the page must not reload by itself
         build(out, chat_checkpoints[HOSTILE], "Second build")
@@ -194,7 +194,7 @@ def test_a_build_without_offline_retires_the_service_worker(tmp_path, chat_check
     out = tmp_path / "dist"
     build(out, chat_checkpoints[TINY], "First build")
     with serve_in_background(out) as url:
-        page = ChatPage(browser, url)
+        page = ChatPage(browser, url, service_workers="allow")
         page.page.evaluate(SW_READY)
         assert precached(page.page)
         build(out, chat_checkpoints[TINY], "Online only", offline=False)

@@ -54,9 +54,21 @@ async function answerInTime<T>(request: Promise<T>): Promise<T | "timeout"> {
   }
 }
 
+// A request for an adapter that timed out and has still not answered: the GPU process is hung,
+// and asking again would only wait as long again.
+let hungRequest = false;
+
 // The high-performance adapter, null where there is none, "timeout" where the request hangs.
-function requestAdapter(gpu: GPU): Promise<GPUAdapter | null | "timeout"> {
-  return answerInTime(gpu.requestAdapter({ powerPreference: "high-performance" }));
+async function requestAdapter(gpu: GPU): Promise<GPUAdapter | null | "timeout"> {
+  if (hungRequest) return "timeout";
+  const request = gpu.requestAdapter({ powerPreference: "high-performance" });
+  const answer = await answerInTime(request);
+  if (answer === "timeout") {
+    hungRequest = true;
+    const answered = () => (hungRequest = false);
+    request.then(answered, answered);
+  }
+  return answer;
 }
 
 export async function probeWebGPU(): Promise<AdapterReport> {
