@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from chat_page import HOSTILE, HOSTILE_TOKENS, TINY, ChatPage
-from conftest import CI_SCHEDULES
+from conftest import CI_SCHEDULES, run_cli
 
 from webllm_build.artifacts import HASHED_NAME
 from webllm_build.offline import SERVICE_WORKER, precache_manifest
@@ -210,8 +210,13 @@ def test_a_build_without_offline_retires_the_service_worker(tmp_path, chat_check
 
 @pytest.mark.parametrize("offline", [True, False])
 def test_the_page_registers_a_worker_only_when_built_offline(tmp_path, chat_checkpoints, offline):
-    site = build(tmp_path / "dist", chat_checkpoints[TINY], "t", offline=offline)
-    app = (site / "app.js").read_text()
+    # Through the command line, as a user builds it (`site --no-offline`).
+    out = tmp_path / "dist"
+    flags = [] if offline else ["--no-offline"]
+    arguments = ["--model", str(chat_checkpoints[TINY]), "--out", str(out), "--prefill-chunk", "4"]
+    result = run_cli("site", *arguments, "--schedules", ",".join(CI_SCHEDULES), *flags)
+    assert result.returncode == 0, result.stderr
+    app = (out / "app.js").read_text()
     assert ('new URL("sw.js"' in app) == offline
-    assert (site / SERVICE_WORKER).is_file()  # the retiring worker, when not offline
-    assert ("__WB_REVISION__" in (site / SERVICE_WORKER).read_text()) == offline
+    assert (out / SERVICE_WORKER).is_file()  # the retiring worker, when not offline
+    assert ("__WB_REVISION__" in (out / SERVICE_WORKER).read_text()) == offline
