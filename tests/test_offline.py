@@ -44,6 +44,13 @@ def build(out: Path, checkpoint: Path, title: str, *, offline: bool = True) -> P
     return build_site(options).directory
 
 
+def first_visit(browser: Any, url: str) -> ChatPage:
+    """A visitor's first page with the site's service worker allowed, once it is activated."""
+    page = ChatPage(browser, url, service_workers="allow")
+    assert page.page.evaluate(SW_READY) == "activated"
+    return page
+
+
 def chat(page: ChatPage, model_id: str) -> str:
     page.load(model_id)
     page.settings(temperature=0, max_tokens=6)
@@ -106,8 +113,7 @@ def test_the_precache_manifest_is_workbox_builds(tiny_site):
 def test_after_one_visit_the_site_opens_loads_and_answers_offline(tmp_path, chat_checkpoints, browser):
     site = build(tmp_path / "dist", chat_checkpoints[TINY], "Offline chat")
     with serve_in_background(site) as url:
-        page = ChatPage(browser, url, service_workers="allow")
-        assert page.page.evaluate(SW_READY) == "activated"
+        page = first_visit(browser, url)
         online = chat(page, TINY)
     # The server is gone and the context offline (which alone would not stop the browser's own
     # check for a new sw.js): everything must come from the browser's storage.
@@ -124,8 +130,7 @@ def test_a_new_build_takes_over_on_the_next_visit_with_no_old_file(tmp_path, cha
     out = tmp_path / "dist"
     build(out, chat_checkpoints[TINY], "First build")
     with serve_in_background(out) as url:
-        page = ChatPage(browser, url, service_workers="allow")
-        page.page.evaluate(SW_READY)
+        page = first_visit(browser, url)
         chat(page, TINY)
         context = page.page.context
         page.page.close()
@@ -177,8 +182,7 @@ def test_an_open_page_says_a_new_version_is_ready_and_switches_when_asked(
     out = tmp_path / "dist"
     build(out, chat_checkpoints[TINY], "First build")
     with serve_in_background(out) as url:
-        page = ChatPage(browser, url, service_workers="allow")
-        page.page.evaluate(SW_READY)
+        page = first_visit(browser, url)
         chat(page, TINY)  # a loaded model: the page must not reload by itself
         build(out, chat_checkpoints[HOSTILE], "Second build")
         page.page.evaluate("navigator.serviceWorker.getRegistration().then(r => r.update())")
@@ -194,8 +198,7 @@ def test_a_build_without_offline_retires_the_service_worker(tmp_path, chat_check
     out = tmp_path / "dist"
     build(out, chat_checkpoints[TINY], "First build")
     with serve_in_background(out) as url:
-        page = ChatPage(browser, url, service_workers="allow")
-        page.page.evaluate(SW_READY)
+        page = first_visit(browser, url)
         assert precached(page.page)
         build(out, chat_checkpoints[TINY], "Online only", offline=False)
         page.page.reload()  # the browser checks sw.js on navigation and finds the retiring one

@@ -277,7 +277,7 @@ class ChatApp {
       onProgress?.(p);
     };
     progress({ phase: "starting", loadedBytes: 0, totalBytes: entry.download_bytes, percent: 0 });
-    await engine.reload(new URL(entry.base_url, this.options.siteUrl).href, { onProgress: progress });
+    await engine.reload(this.modelUrl(entry), { onProgress: progress });
     this.loadedModel = entry;
     this.autoReloaded = false;
     this.messages = [];
@@ -294,6 +294,11 @@ class ChatApp {
     this.ui.progressBar.value = percent;
     const bytes = p.totalBytes ? `${formatBytes(p.loadedBytes)} of ${formatBytes(p.totalBytes)}, ` : "";
     this.ui.progressText.textContent = `${p.phase || "loading"}: ${bytes}${percent.toFixed(0)}%`;
+  }
+
+  // A model directory's URL: site.json's are relative to it.
+  private modelUrl(entry: SiteModel): string {
+    return new URL(entry.base_url, this.options.siteUrl).href;
   }
 
   private async loadSelected(anyMemory = false): Promise<void> {
@@ -392,7 +397,7 @@ class ChatApp {
     if (!engine) throw new EngineError("worker-failed", "The engine did not start. Reload the page.");
     this.ui.progress.hidden = false;
     this.showProgress({ phase: "starting", loadedBytes: 0, totalBytes: entry.download_bytes, percent: 0 });
-    await engine.reload(new URL(entry.base_url, this.options.siteUrl).href, { onProgress: (p) => this.showProgress(p) });
+    await engine.reload(this.modelUrl(entry), { onProgress: (p) => this.showProgress(p) });
     this.loadedModel = entry;
     this.ui.progressText.textContent = `${entry.title} is ready.`;
     this.conversation.announce(`${entry.title} is ready.`);
