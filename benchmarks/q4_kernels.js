@@ -1,8 +1,13 @@
 // Times the kernels benchmarks/q4_kernels.py wrote, on this runtime's WebGPU adapter, and checks
 // sampled outputs of each against a float64 CPU sum and against dlight's kernel for the layer.
-// Appends one JSON line per kernel to OUT as it goes (a run cut short keeps what it measured).
+// Appends one JSON line per kernel to OUT as it goes (a run cut short keeps what it measured),
+// after a first line with the streaming read bandwidth measured the way `bench`'s
+// microbenchmark does (webllm_build/verify/microbench.js), which the kernels' GB/s compare with.
+// Launches cycle through copies of the weights (COPY_BYTES in all) so that, as in a model's
+// forward pass, no launch finds its weights in the GPU's cache.
 //   deno run -A benchmarks/q4_kernels.js KERNELS.json OUT.jsonl [LAUNCHES per timing, default 200]
-const [input, output, launches = "200"] = Deno.args;
+//     [WARM_UP streaming launches before each timing, default 3000]
+const [input, output, launches = "200", warmUp = "3000"] = Deno.args;
 const { quantization, kernels } = JSON.parse(await Deno.readTextFile(input));
 const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
 const limits = {};
@@ -14,6 +19,7 @@ const device = await adapter.requestDevice({
   requiredLimits: limits,
 });
 const LAUNCHES = Number(launches);
+const COPY_BYTES = 512 << 20;
 
 // Deterministic inputs: the same layer gets the same bytes in every variant.
 function random(seed) {
@@ -90,9 +96,81 @@ function checkAgainstCpu(kernel, buffers, values) {
 const info = adapter.info ?? {};
 const header = { runtime: `Deno/${Deno.version.deno}`, adapter: info.description || info.device || "", quantization };
 const reference = new Map(); // layer/tokens -> dlight's output
-const querySet = device.createQuerySet({ type: "timestamp", count: 2 });
-const resolve = device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-const stamps = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+
+// The streaming read of microbench.js: 64 MiB of vec4s summed by 256 Ki threads. Also the
+// warm-up before every timing: an idle GPU lowers its clocks between kernels, and a few
+// milliseconds of launches are too short to raise them again.
+const STREAM_BYTES = 64 << 20, STREAM_THREADS = 256 * 1024;
+const streamPipeline = device.createComputePipeline({
+  layout: "auto",
+  compute: {
+    entryPoint: "main",
+    module: device.createShaderModule({ code: `
+      @group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
+      @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+      @compute @workgroup_size(256)
+      fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+        let total = arrayLength(&src);
+        var acc = vec4<f32>(0.0);
+        for (var i = gid.x; i < total; i += ${STREAM_THREADS}u) { acc += src[i]; }
+        dst[gid.x] = acc.x + acc.y + acc.z + acc.w;
+      }` }),
+  },
+});
+const streamGroup = device.createBindGroup({
+  layout: streamPipeline.getBindGroupLayout(0),
+  entries: [
+    { binding: 0, resource: { buffer: device.createBuffer({ size: STREAM_BYTES, usage: GPUBufferUsage.STORAGE }) } },
+    { binding: 1, resource: { buffer: device.createBuffer({ size: STREAM_THREADS * 4, usage: GPUBufferUsage.STORAGE }) } },
+  ],
+});
+const streamSetup = (pass) => { pass.setPipeline(streamPipeline); pass.setBindGroup(0, streamGroup); };
+const streamLaunch = (pass) => pass.dispatchWorkgroups(STREAM_THREADS / 256);
+const WARM_UP_LAUNCHES = Number(warmUp); // 3000: ~60 ms of streaming on an H200
+
+// Seconds per launch of `launch(pass, i)`: GPU timestamps around `count` launches in one pass,
+// five such passes queued right after a warm-up in one submission; the median.
+const TIMINGS = 5;
+const querySet = device.createQuerySet({ type: "timestamp", count: 2 * TIMINGS });
+const resolve = device.createBuffer({ size: 16 * TIMINGS, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+const stamps = device.createBuffer({ size: 16 * TIMINGS, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+async function timed(setup, launch, count) {
+  const encoder = device.createCommandEncoder();
+  const warm = encoder.beginComputePass();
+  streamSetup(warm);
+  for (let i = 0; i < WARM_UP_LAUNCHES; i++) streamLaunch(warm);
+  setup(warm);
+  for (let i = 0; i < 3; i++) launch(warm, i);
+  warm.end();
+  for (let t = 0; t < TIMINGS; t++) {
+    const pass = encoder.beginComputePass({
+      timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * t, endOfPassWriteIndex: 2 * t + 1 },
+    });
+    setup(pass);
+    for (let i = 0; i < count; i++) launch(pass, i);
+    pass.end();
+  }
+  encoder.resolveQuerySet(querySet, 0, 2 * TIMINGS, resolve, 0);
+  encoder.copyBufferToBuffer(resolve, 0, stamps, 0, 16 * TIMINGS);
+  device.queue.submit([encoder.finish()]);
+  await stamps.mapAsync(GPUMapMode.READ);
+  const ticks = new BigUint64Array(stamps.getMappedRange());
+  const times = [];
+  for (let t = 0; t < TIMINGS; t++) times.push(Number(ticks[2 * t + 1] - ticks[2 * t]) / count / 1e9);
+  stamps.unmap();
+  times.sort((a, b) => a - b);
+  return times[Math.floor(TIMINGS / 2)];
+}
+
+{
+  const seconds = await timed(streamSetup, streamLaunch, 500);
+  const row = {
+    layer: "bandwidth", variant: "streaming read", bytes: STREAM_BYTES, us_per_launch: seconds * 1e6,
+    gb_per_s: STREAM_BYTES / seconds / 1e9,
+  };
+  console.log(JSON.stringify(row));
+  await Deno.writeTextFile(output, JSON.stringify({ ...header, ...row }) + "\n", { append: true });
+}
 
 for (const kernel of kernels) {
   const bindings = [...kernel.wgsl.matchAll(/@binding\((\d+)\) var<storage, (read|read_write)> (\w+)_ptr/g)];
@@ -119,36 +197,29 @@ for (const kernel of kernels) {
   const module = device.createShaderModule({ code: kernel.wgsl });
   const entryPoint = kernel.wgsl.match(/fn (\w+)\(/)[1];
   const pipeline = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint } });
-  const group = device.createBindGroup({
-    layout: pipeline.getBindGroupLayout(0),
-    entries: [...buffers.map((b, i) => ({ binding: i, resource: { buffer: b.buffer } })),
-      { binding: buffers.length, resource: { buffer: uniform } }],
-  });
-  const [gx, gy] = kernel.grid;
-  const run = (launches, timed) => {
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass(
-      timed ? { timestampWrites: { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined,
-    );
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
-    for (let i = 0; i < launches; i++) pass.dispatchWorkgroups(gx, gy, 1);
-    pass.end();
-    if (timed) {
-      encoder.resolveQuerySet(querySet, 0, 2, resolve, 0);
-      encoder.copyBufferToBuffer(resolve, 0, stamps, 0, 16);
-    }
-    device.queue.submit([encoder.finish()]);
-  };
-  run(3, false);
-  const times = [];
-  for (let r = 0; r < 5; r++) {
-    run(LAUNCHES, true);
-    await stamps.mapAsync(GPUMapMode.READ);
-    const [t0, t1] = new BigUint64Array(stamps.getMappedRange());
-    times.push(Number(t1 - t0) / LAUNCHES / 1e3);
-    stamps.unmap();
+  const constant = buffers.filter((b) => b.access === "read" && b.spec.role !== "activation");
+  const constantBytes = constant.reduce((sum, b) => sum + b.data.byteLength, 0);
+  const copies = Math.max(1, Math.min(64, Math.ceil(COPY_BYTES / constantBytes)));
+  const extra = [];
+  const groups = [];
+  for (let c = 0; c < copies; c++) {
+    const entries = buffers.map((b, i) => {
+      let buffer = b.buffer;
+      if (c > 0 && constant.includes(b)) {
+        buffer = device.createBuffer({ size: b.data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+        device.queue.writeBuffer(buffer, 0, b.data);
+        extra.push(buffer);
+      }
+      return { binding: i, resource: { buffer } };
+    });
+    entries.push({ binding: buffers.length, resource: { buffer: uniform } });
+    groups.push(device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }));
   }
+  const [gx, gy] = kernel.grid;
+  const us = 1e6 * await timed((pass) => pass.setPipeline(pipeline), (pass, i) => {
+    pass.setBindGroup(0, groups[i % copies]);
+    pass.dispatchWorkgroups(gx, gy, 1);
+  }, LAUNCHES);
   // Output, compared with dlight's.
   const out = buffers.find((b) => b.name === outName);
   const read = device.createBuffer({ size: out.buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -164,7 +235,7 @@ for (const kernel of kernels) {
   const key = `${kernel.layer}/${kernel.tokens}`;
   const cpuError = checkAgainstCpu(kernel, buffers, values);
   let error = null;
-  if (kernel.variant === "dlight") reference.set(key, values);
+  if (kernel.variant === "dlight" || kernel.variant === "multirow") reference.set(key, values);
   else if (reference.has(key)) {
     const ref = reference.get(key);
     let worst = 0, peak = 0;
@@ -174,8 +245,6 @@ for (const kernel of kernels) {
     }
     error = worst / peak;
   }
-  times.sort((a, b) => a - b);
-  const us = times[2];
   const weightBytes = Object.values(kernel.buffers)
     .filter((b) => b.role !== "activation")
     .reduce((sum, b) => sum + b.count * (b.dtype === "float16" ? 2 : 4), 0);
@@ -183,11 +252,11 @@ for (const kernel of kernels) {
   const flops = 2 * kernel.tokens * k;
   const row = {
     layer: kernel.layer, variant: kernel.variant, tokens: kernel.tokens, us_per_launch: us,
-    gb_per_s: weightBytes / us / 1e3, tflop_per_s: flops / us / 1e6, relative_error_vs_dlight: error, relative_error_vs_cpu: cpuError,
+    weight_copies: copies, gb_per_s: weightBytes / us / 1e3, tflop_per_s: flops / us / 1e6, relative_error_vs_dlight: error, relative_error_vs_cpu: cpuError,
   };
   console.log(JSON.stringify(row));
   await Deno.writeTextFile(output, JSON.stringify({ ...header, ...row }) + "\n", { append: true });
-  for (const b of buffers) b.buffer.destroy();
+  for (const b of [...buffers.map((b) => b.buffer), ...extra]) b.destroy();
   uniform.destroy();
   read.destroy();
 }

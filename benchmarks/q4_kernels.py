@@ -1,16 +1,21 @@
-"""Benchmark (not a test): the gpu class's prefill 4-bit matmul, tilings side by side on one GPU.
+"""Benchmark (not a test): the gpu class's 4-bit matmul and GEMV kernels, tilings side by side on one GPU.
 
 Compiles Phi-3.5-mini's linear layers (q4f16_1: qkv, o_proj + residual, gate_up, down +
-residual) for a 512-token prompt, as dlight's `Matmul` schedules them and as
-compiler/q4_gpu.py's kernel in the tilings given, into a JSON file of WGSL, buffers and launch
-grids; q4_kernels.js then runs them all in one Deno process on the same random inputs, checks
-sampled outputs of every kernel (dlight's included) against a float64 sum on the CPU, and times
-each (GPU timestamps around many launches in one compute pass).
+residual, lm_head) for a 512-token prompt, as dlight's `Matmul` schedules them and as
+compiler/q4_gpu.py's kernel in the tilings given, and for one token (decoding) as dlight's
+`MultiRowGEMV` and q4_gpu.py's GEMV in the tilings given, into a JSON file of WGSL, buffers
+and launch grids; q4_kernels.js then runs them all in one Deno process on the same random
+inputs, checks sampled outputs of every kernel (dlight's included) against a float64 sum on the
+CPU, and times each (GPU timestamps around many launches in one compute pass, cycling through
+enough copies of the weights that none is still in the GPU's cache). It measures the streaming
+read bandwidth in the same process, as `bench`'s microbenchmark does.
 
-    .venv/bin/python benchmarks/q4_kernels.py out/kernels.json --matmul 64,64,4,4 --matmul 64,128,4,8
+    .venv/bin/python benchmarks/q4_kernels.py out/kernels.json --matmul 64,64,4,4 --gemv 32,4,2,384
     deno run -A benchmarks/q4_kernels.js out/kernels.json out/q4_kernels.jsonl
 
-A tiling is TOKENS,ROWS,THREAD_TOKENS,THREAD_ROWS (repeatable); none given, q4_gpu.py's default.
+A matmul tiling is TOKENS,ROWS,THREAD_TOKENS,THREAD_ROWS and a GEMV tiling
+LANES,ROW_THREADS,THREAD_ROWS,STAGE_WORDS (both repeatable); none given, q4_gpu.py's defaults.
+--kinds matmul,gemv picks which to compile.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tvm.s_tir import dlight as dl
 from webllm_build.compiler import q4_gpu
 from webllm_build.compiler.pipeline import fusion_passes
 from webllm_build.compiler.q4_fused import match_q4_matmul
+from webllm_build.compiler.schedules import MultiRowGEMV
 from webllm_build.compiler.target import webgpu_target
 from webllm_build.quantize import GroupQuantLinear, get_quantization
 
@@ -38,6 +44,7 @@ LAYERS = [
     ("o_proj", HIDDEN, HIDDEN, True),
     ("gate_up", HIDDEN, 2 * INTERMEDIATE, False),
     ("down", INTERMEDIATE, HIDDEN, True),
+    ("lm_head", HIDDEN, 32064, False),
 ]
 PROMPT = 512
 
@@ -76,6 +83,13 @@ def _dlight(func: tirx.PrimFunc) -> tirx.PrimFunc:
     mod = tvm.IRModule({"main": func})
     with target:
         mod = dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.Fallback())(mod)
+    return mod["main"]
+
+
+def _multirow_gemv(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    mod = tvm.IRModule({"main": func})
+    with webgpu_target():
+        mod = dl.ApplyDefaultSchedule(MultiRowGEMV(), dl.gpu.Fallback())(mod)
     return mod["main"]
 
 
@@ -134,14 +148,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--matmul", action="append", default=[])
+    parser.add_argument("--gemv", action="append", default=[])
+    parser.add_argument("--kinds", default="matmul,gemv")
     parser.add_argument("--quantization", default="q4f16_1")
     parser.add_argument("--prompt", type=int, default=PROMPT, help="prompt tokens of the prefill matmuls")
     parser.add_argument("--layers", default=",".join(name for name, *_ in LAYERS))
     args = parser.parse_args()
     tilings = [q4_gpu.MatmulTiling(*map(int, v.split(","))) for v in args.matmul] or [q4_gpu.MATMUL]
+    gemv_tilings = [q4_gpu.GemvTiling(*map(int, v.split(","))) for v in args.gemv] or [q4_gpu.GEMV]
     entries = []
     for name, k, n, residual in LAYERS:
         if name not in args.layers.split(","):
+            continue
+        if "gemv" in args.kinds.split(","):
+            decode = fused_matmul(k, n, residual, 1, args.quantization)
+            buffers = _param_buffers(decode)
+            entries.append(kernel_entry(name, "multirow", _multirow_gemv(decode), buffers, 1, residual))
+            for tiling in gemv_tilings:
+                kernel = q4_gpu.gemv_kernel(match_q4_matmul(decode), decode, tiling)
+                if kernel is None:
+                    print(f"{name}: GEMV tiling {tiling} does not apply")
+                    continue
+                variant = f"gemv{tuple(vars(tiling).values())}"
+                entries.append(kernel_entry(name, variant, kernel, buffers, 1, residual))
+        if "matmul" not in args.kinds.split(","):
             continue
         prefill = fused_matmul(k, n, residual, "seq_len", args.quantization)
         buffers = _param_buffers(prefill)

@@ -17,6 +17,7 @@ What it gained, the tilings measured, and the variants tried and dropped: docs/k
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tvm import tirx
@@ -29,6 +30,7 @@ from webllm_build.compiler.q4_fused import (
     flat_token_count,
     match_q4_matmul,
     unravel,
+    value_bits,
     whole_word_shapes,
 )
 from webllm_build.q4_format import BITS, MAX_INT, NIBBLE_MASK, VALUES_PER_WORD
@@ -46,6 +48,18 @@ class MatmulTiling:
 
 
 MATMUL = MatmulTiling()
+
+
+@dataclass(frozen=True)
+class GemvTiling:
+    lanes: int = 32  # threads splitting one row's words: consecutive threads, consecutive words
+    row_threads: int = 4  # such groups of lanes in a workgroup
+    thread_rows: int = 2  # rows a thread computes; each staged activation is read once for all
+    stage_words: int = 384  # at most this many words' activations staged in workgroup memory
+    batch_words: int = 4  # words a thread loads at once (per row) before unpacking them
+
+
+GEMV = GemvTiling()
 
 
 def _nibble_minus(word, b, offset: int):
@@ -191,9 +205,155 @@ def tiled_matmul_kernel(
     return func.with_body(kernel.body)
 
 
+def _largest_divisor(total: int, limit: int, multiple_of: int) -> int | None:
+    """The largest multiple of `multiple_of` that divides `total` and is at most `limit`."""
+    fits = [d for d in range(multiple_of, min(total, limit) + 1, multiple_of) if total % d == 0]
+    return fits[-1] if fits else None
+
+
+def _word_dot(word, xv, offset: int):
+    """The sum over a word's 8 nibbles q of (q - offset) * xv[b], in f32."""
+    total = _nibble_minus(word, 0, offset) * xv[0]
+    for b in range(1, VALUES_PER_WORD):
+        total = total + _nibble_minus(word, b, offset) * xv[b]
+    return total
+
+
+def gemv_kernel(match: Q4Matmul, func: tirx.PrimFunc, tiling: GemvTiling = GEMV) -> tirx.PrimFunc | None:
+    """One token's 4-bit matmul (a GEMV), made to stream the weights at the memory's speed.
+
+    A workgroup computes `row_threads * thread_rows` rows. The activations are staged in
+    workgroup memory as f32, transposed (value b of word w at b * (stage + 1) + w), so the 32
+    lanes of a row read 32 consecutive words of weights from memory and 32 consecutive staged
+    values per nibble position: coalesced loads and no bank conflicts. A thread loads
+    `batch_words` words (and their scales) of each of its rows at once, so that many loads are
+    in flight, then unpacks each word as the prompt kernel does and reuses each staged activation for its
+    `thread_rows` rows. The lanes' partial sums meet in workgroup memory, where one thread a row
+    adds them (a tree would need barriers inside a condition, which TVM's sync planner refuses).
+    """
+    shapes = whole_word_shapes(match)
+    if shapes is None or value_bits(match) != BITS:
+        return None
+    rows_total, words, reduce_len, groups = shapes
+    x, weight, scale, minimum, out = match.x, match.weight, match.scale, match.minimum, match.out
+    group_size = reduce_len // groups
+    # Rows of fewer words than lanes (small models) get fewer lanes and more rows a workgroup.
+    lanes = math.gcd(words, tiling.lanes)
+    row_threads, thread_rows = tiling.row_threads * (tiling.lanes // lanes), tiling.thread_rows
+    stage = _largest_divisor(words, tiling.stage_words, lanes)
+    if stage is None or thread_rows > lanes:
+        return None
+    threads = lanes * row_threads
+    rows_tile = row_threads * thread_rows
+    row_tiles = (rows_total + rows_tile - 1) // rows_tile
+    stage_values = stage * VALUES_PER_WORD
+    stride = stage + 1  # padded: staging stores spread over banks
+    loads = (stage_values + threads - 1) // threads
+    per_lane = stage // lanes
+    batch = math.gcd(per_lane, tiling.batch_words)
+    matmul_dtype = match.matmul.dtype
+    zero_index = [tirx.IntImm("int64", 0)] * (len(out.shape) - 1)
+    apply_epilogue(match, tirx.const(0.0, matmul_dtype), [*zero_index, tirx.IntImm("int64", 0)])
+    m_data = (minimum if minimum is not None else scale).data
+
+    def result(row, acc):
+        return apply_epilogue(match, tirx.Cast(matmul_dtype, acc), [*zero_index, row])
+
+    def row_of(bx, ty, r):  # clamped: a partial last tile loads in bounds
+        return T.min(bx * rows_tile + ty * thread_rows + r, rows_total - 1)
+
+    def word_at(c, u0, uu, tx):  # within the row
+        return c * stage + (u0 * batch + uu) * lanes + tx
+
+    def group_at(c, u0, uu, tx):
+        return T.floordiv(word_at(c, u0, uu, tx) * VALUES_PER_WORD, group_size)
+
+    def staged_at(ty, tx, i):
+        return i * threads + ty * lanes + tx
+
+    def term(sr, mr, wr, xsum, xv, i):
+        if minimum is None:
+            return sr[i] * _word_dot(wr[i], xv, MAX_INT)
+        return sr[i] * _word_dot(wr[i], xv, 0) + mr[i] * xsum[0]
+
+    @T.prim_func(s_tir=True, check_well_formed=False)
+    def kernel():
+        for bx in T.thread_binding(row_tiles, thread="blockIdx.x"):
+            for ty in T.thread_binding(row_threads, thread="threadIdx.y"):
+                for tx in T.thread_binding(lanes, thread="threadIdx.x"):
+                    with T.sblock("q4_gemv"):
+                        T.reads()
+                        T.writes()
+                        out_flat = T.decl_buffer((rows_total,), out.dtype, data=out.data)
+                        x_flat = T.decl_buffer((reduce_len,), x.dtype, data=x.data)
+                        w_flat = T.decl_buffer((rows_total * words,), weight.dtype, data=weight.data)
+                        s_flat = T.decl_buffer((rows_total * groups,), scale.dtype, data=scale.data)
+                        m_flat = T.decl_buffer((rows_total * groups,), scale.dtype, data=m_data)
+                        xs = T.sblock_alloc_buffer((VALUES_PER_WORD * stride,), "float32", scope="shared")
+                        red = T.sblock_alloc_buffer((rows_tile * lanes,), "float32", scope="shared")
+                        acc = T.sblock_alloc_buffer((thread_rows,), "float32", scope="local")
+                        xv = T.sblock_alloc_buffer((VALUES_PER_WORD,), "float32", scope="local")
+                        xsum = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        total = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        wr = T.sblock_alloc_buffer((batch * thread_rows,), "uint32", scope="local")
+                        sr = T.sblock_alloc_buffer((batch * thread_rows,), "float32", scope="local")
+                        mr = T.sblock_alloc_buffer((batch * thread_rows,), "float32", scope="local")
+                        for r in T.unroll(thread_rows):
+                            acc[r] = T.float32(0)
+                        for c in T.serial(words // stage):
+                            T.tvm_storage_sync("shared")
+                            for i in T.unroll(loads):
+                                if staged_at(ty, tx, i) < stage_values:
+                                    xs[
+                                        T.floormod(staged_at(ty, tx, i), VALUES_PER_WORD) * stride
+                                        + T.floordiv(staged_at(ty, tx, i), VALUES_PER_WORD)
+                                    ] = T.Cast("float32", x_flat[c * stage_values + staged_at(ty, tx, i)])
+                            T.tvm_storage_sync("shared")
+                            for u0 in T.serial(per_lane // batch):
+                                for uu in T.unroll(batch):
+                                    for r in T.unroll(thread_rows):
+                                        wr[uu * thread_rows + r] = w_flat[
+                                            row_of(bx, ty, r) * words + word_at(c, u0, uu, tx)
+                                        ]
+                                        sr[uu * thread_rows + r] = T.Cast(
+                                            "float32",
+                                            s_flat[row_of(bx, ty, r) * groups + group_at(c, u0, uu, tx)],
+                                        )
+                                        if minimum is not None:
+                                            mr[uu * thread_rows + r] = T.Cast(
+                                                "float32",
+                                                m_flat[row_of(bx, ty, r) * groups + group_at(c, u0, uu, tx)],
+                                            )
+                                for uu in T.unroll(batch):
+                                    for b in T.unroll(VALUES_PER_WORD):
+                                        xv[b] = xs[b * stride + (u0 * batch + uu) * lanes + tx]
+                                    if minimum is not None:
+                                        xsum[0] = (
+                                            xv[0] + xv[1] + xv[2] + xv[3] + xv[4] + xv[5] + xv[6] + xv[7]
+                                        )
+                                    for r in T.unroll(thread_rows):
+                                        acc[r] = acc[r] + term(sr, mr, wr, xsum, xv, uu * thread_rows + r)
+                        for r in T.unroll(thread_rows):
+                            red[(ty * thread_rows + r) * lanes + tx] = acc[r]
+                        T.tvm_storage_sync("shared")
+                        if tx < thread_rows:
+                            total[0] = T.float32(0)
+                            for lane in T.unroll(lanes):
+                                total[0] = total[0] + red[(ty * thread_rows + tx) * lanes + lane]
+                            if bx * rows_tile + ty * thread_rows + tx < rows_total:
+                                out_flat[bx * rows_tile + ty * thread_rows + tx] = result(
+                                    bx * rows_tile + ty * thread_rows + tx, total[0]
+                                )
+
+    return func.with_body(kernel.body)
+
+
 def q4_gpu_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
-    """The tiled matmul for a fused 4-bit matmul function of several tokens, else None (one
-    token's GEMV stays dlight's, see the module's docstring)."""
+    """The tiled matmul for a fused 4-bit matmul function of several tokens, else None.
+
+    One token's GEMV stays dlight's (`MultiRowGEMV`): `gemv_kernel` above, measured on an H200
+    in the model, made a decode step's GPU time 4.80 -> 4.98-5.40 ms in every tiling tried
+    (docs/kernels.md); benchmarks/q4_kernels.py keeps it as a variant to measure against."""
     try:
         match = match_q4_matmul(func)
         if match is None:
