@@ -296,8 +296,8 @@ def test_gguf_4bit_and_8bit_blocks_import_exactly(tmp_path):
     from gguf.quants import dequantize, quantize
 
     from webllm_build.convert import exact_import
-    from webllm_build.loaders.gguf_file import _exact_groups
-    from webllm_build.quantize import dequantize_weight, get_quantization
+    from webllm_build.loaders.gguf_file import _exact_groups, _lazy
+    from webllm_build.quantize import dequantize_weight, get_quantization, pack_half_pairs
 
     rows, cols = 6, 512
     rng = np.random.default_rng(3)
@@ -335,6 +335,39 @@ def test_gguf_4bit_and_8bit_blocks_import_exactly(tmp_path):
         assert (in_f16 is None) == (tensor.name == "Q4_K"), tensor.name
         if in_f16 is not None:
             assert np.array_equal(dequantize_weight(in_f16, 32, groups.bits), theirs), tensor.name
+        # The f32 scheme's f16 scale / minimum pairs: planned for exactly the f16-scaled types,
+        # and the stored words' halves are the groups' own values.
+        assert _lazy(tensor).half_scales == (tensor.name != "Q4_K"), tensor.name
+        paired = exact_import(groups, f32, groups.bits, paired=True)
+        assert (paired is None) == (tensor.name == "Q4_K"), tensor.name
+        if paired is not None:
+            words = pack_half_pairs(paired.scale, paired.minimum)
+            halves = words.view(np.uint16).reshape(*words.shape, 2).view(np.float16).astype(np.float32)
+            assert np.array_equal(halves[..., 0], groups.scale), tensor.name
+            assert np.array_equal(halves[..., 1], groups.minimum), tensor.name
+
+
+def test_half_pairs_widen_exactly_in_the_compiled_kernels_arithmetic():
+    """q4_format.half_pair_floats, the integer widening every kernel applies to an f16 scale /
+    minimum pair, compiled (LLVM) over every finite f16 bit pattern in both halves, equals
+    numpy's f16 -> f32 conversion bit for bit (subnormals and signed zeros included)."""
+    import tvm
+    from tvm import te
+
+    from webllm_build.q4_format import half_pair_floats
+
+    bits = np.arange(1 << 16, dtype=np.uint32)
+    finite = bits[np.isfinite(bits.astype(np.uint16).view(np.float16))]
+    words = finite | (finite[::-1] << np.uint32(16))  # every pattern low, and high
+    pairs = te.placeholder((words.size,), "uint32", "pairs")
+    low = te.compute(pairs.shape, lambda i: half_pair_floats(pairs[i])[0], "low")
+    high = te.compute(pairs.shape, lambda i: half_pair_floats(pairs[i])[1], "high")
+    kernel = tvm.compile(te.create_prim_func([pairs, low, high]), target="llvm")
+    out_low, out_high = (tvm.runtime.tensor(np.zeros(words.size, np.float32)) for _ in range(2))
+    kernel(tvm.runtime.tensor(words), out_low, out_high)
+    for got, half in ((out_low, finite), (out_high, finite[::-1])):
+        expected = half.astype(np.uint16).view(np.float16).astype(np.float32)
+        assert np.array_equal(got.numpy().view(np.uint32), expected.view(np.uint32))
 
 
 # --- SmolLM2 (the real GGUF the default preset ships) --------------------------------------------

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from chat_page import HOSTILE, HOSTILE_TOKENS, TINY, ChatPage, greedy, long_reply_prompt
 from prompts import EVERYDAY_PROMPTS
 
-from webllm_build.artifacts import read_model_index
+from webllm_build.artifacts import TENSOR_CACHE_FILE, read_model_index, read_weights_manifest
+from webllm_build.q4_format import PAIRED_SUFFIX
 from webllm_build.serve import serve_in_background
 from webllm_build.verify.reference import hf_greedy, load_reference
 from webllm_build.verify.sitepage import SitePage
@@ -147,6 +148,12 @@ def test_default_site_replies_match_transformers_on_its_gguf(default_site, brows
     model_dir = site.directory / "models" / model.id
     index = read_model_index(model_dir)
     assert set(index.extra["weight_import"].values()) == {"exact Q4_1", "exact Q8_0"}
+    # Their f16 scales and minimums are stored as pairs, one uint32 a group (q4_format.py).
+    manifest = read_weights_manifest(model_dir / TENSOR_CACHE_FILE)
+    names = [record.name for shard in manifest.shards for record in shard.records]
+    packed = [n for n in names if n.endswith(".q_weight")]
+    assert len(packed) == 121 and all(n.replace(".q_weight", PAIRED_SUFFIX) in names for n in packed)
+    assert not any(n.endswith((".q_scale", ".q_min")) for n in names)
     eos = json.loads((model_dir / index.files["config"].path).read_text())["eos_token_ids"]
     reference = load_reference("smollm2-135m", "q4f32_asym")
 

@@ -50,7 +50,7 @@ from webllm_build.models import ModelConfig, architecture_of
 from webllm_build.models.rotary import model_rotates, rotary_inv_freq
 from webllm_build.paths import cache_dir
 from webllm_build.plan import CONFIG_FORMAT, BuildOptions, ModelPlan, plan_model
-from webllm_build.q4_format import BITS, WIDE_BITS, values_per_word
+from webllm_build.q4_format import BITS, PAIRED_SUFFIX, WIDE_BITS, values_per_word
 from webllm_build.quantize import Quantization, quantize_modules
 from webllm_build.random_weights import write_random_weights
 
@@ -73,13 +73,17 @@ def library_name(target: str) -> str:
 
 
 def build_module(
-    config: ModelConfig, q: Quantization, target: tvm.target.Target, wide: frozenset[str] = frozenset()
+    config: ModelConfig,
+    q: Quantization,
+    target: tvm.target.Target,
+    wide: frozenset[str] = frozenset(),
+    paired: frozenset[str] = frozenset(),
 ):
     """The exported IRModule and its parameter list (name, shape, dtype), in call order."""
     arch = architecture_of({"architectures": [config.architecture]}, config.architecture)
     model = arch.model_class(config, target)
     model.to(q.model_dtype)  # before quantizing: it would retype the packed uint32 weights too
-    quantize_modules(model, q, wide)
+    quantize_modules(model, q, wide, paired)
     mod, named = model.export_tvm(spec=model.export_spec())
     bounds = {"seq_len": config.prefill_chunk, "total_seq_len": config.context_window}
     for gvar, func in mod.functions_items():
@@ -109,7 +113,7 @@ def compiled_libraries(plan: ModelPlan, log: Callable[[str], None]) -> tuple[dic
         return libraries, [(name, tuple(shape), dtype) for name, shape, dtype in saved]
     target = webgpu_target() if target_name == "webgpu" else cpu_target()
     try:
-        mod, params = build_module(config, q, target, plan.wide_modules)
+        mod, params = build_module(config, q, target, plan.wide_modules, plan.paired_modules)
     except WebLLMBuildError:
         raise
     except Exception as exc:  # TVM raises its own error types while tracing the model
@@ -204,7 +208,16 @@ def build_model(plan: ModelPlan, out: Path, log: Callable[[str], None] = lambda 
                 checkpoint_groups(checkpoint.tensors, arch),
             )
             write_weights(
-                model_parameters(params, fetch, q, source, fetch_groups, weight_import, plan.wide_modules),
+                model_parameters(
+                    params,
+                    fetch,
+                    q,
+                    source,
+                    fetch_groups,
+                    weight_import,
+                    plan.wide_modules,
+                    plan.paired_modules,
+                ),
                 tmp,
                 shard_mb=options.shard_mb,
                 bf16=options.bf16,
@@ -251,7 +264,7 @@ def parameter_count(params: Params, wide: frozenset[str] = frozenset()) -> int:
     at 8 bits); scales and minimums are overhead."""
     count = 0
     for name, shape, _ in params:
-        if name.endswith((".q_scale", ".q_min")):
+        if name.endswith((".q_scale", ".q_min", PAIRED_SUFFIX)):
             continue
         base = name.removesuffix(".q_weight")
         per_word = values_per_word(WIDE_BITS if base in wide else BITS) if base != name else 1

@@ -2,9 +2,9 @@
 
 Our parameter names are the checkpoint's, except where we fuse: the architecture's
 `fused_params` says which checkpoint tensors concatenate into one of ours. Quantized
-parameters (`*.q_weight`, `*.q_scale`, `*.q_min`) come from quantizing the float weight of that
-name, or, for an asymmetric 4-bit scheme and a checkpoint that stores the weight in exact 4-bit
-groups (GGUF Q4_0 / Q4_1 / Q4_K), from those groups as they are: no rounding at all.
+parameters (`*.q_weight`, `*.q_scale`, `*.q_min` or `*.q_scale_min`) come from quantizing the
+float weight of that name, or, for an asymmetric scheme and a checkpoint that stores the weight
+in exact groups (GGUF Q4_0 / Q4_1 / Q4_K / Q8_0), from those groups as they are: no rounding.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 from webllm_build.errors import LoaderError
 from webllm_build.loaders import ExactGroups, TensorSource
 from webllm_build.models import Architecture
-from webllm_build.q4_format import BITS, WIDE_BITS, values_per_word
-from webllm_build.quantize import GroupQuantized, Quantization, pack_nibbles, quantize_weight
+from webllm_build.q4_format import BITS, PAIRED_SUFFIX, WIDE_BITS, values_per_word
+from webllm_build.quantize import GroupQuantized, Quantization, pack_half_pairs, pack_nibbles, quantize_weight
 
 
 def checkpoint_fetcher(tensors: TensorSource, arch: Architecture) -> Callable[[str], np.ndarray]:
@@ -64,13 +64,16 @@ def checkpoint_groups(tensors: TensorSource, arch: Architecture) -> Callable[[st
     return fetch
 
 
-def exact_import(groups: ExactGroups | None, q: Quantization, bits: int) -> GroupQuantized | None:
-    """`groups` as a `bits`-wide weight of the scheme `q` with no rounding, or None where the
-    scheme cannot hold them exactly."""
+def exact_import(
+    groups: ExactGroups | None, q: Quantization, bits: int, paired: bool = False
+) -> GroupQuantized | None:
+    """`groups` as a `bits`-wide weight of the scheme `q` (with f16 scale / minimum pairs when
+    `paired`) with no rounding, or None where the scheme cannot hold them exactly."""
     if groups is None or not q.asymmetric or groups.bits != bits or q.group_size != ExactGroups.GROUP:
         return None
-    scale, minimum = groups.scale.astype(q.model_dtype), groups.minimum.astype(q.model_dtype)
-    # An f16 scheme keeps them only where f16 holds every scale and minimum exactly.
+    stored = "float16" if paired else q.model_dtype
+    scale, minimum = groups.scale.astype(stored), groups.minimum.astype(stored)
+    # f16 (a scheme's or pairs') keeps them only where it holds every scale and minimum exactly.
     if not (
         np.array_equal(scale.astype(np.float32), groups.scale)
         and np.array_equal(minimum.astype(np.float32), groups.minimum)
@@ -87,9 +90,11 @@ def model_parameters(
     fetch_groups: Callable[[str], ExactGroups | None] = lambda _name: None,
     imported: dict[str, str] | None = None,
     wide_modules: frozenset[str] = frozenset(),
+    paired_modules: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (name, array) for each expected (name, shape, dtype), converted and checked.
 
+    `wide_modules` and `paired_modules` are the plan's (8-bit values, f16 scale / minimum pairs).
     `imported` receives, per quantized weight (checkpoint name), how it was made: "exact Q4_1"
     (taken over from the file's groups) or "quantized" (rounded from its float values)."""
     # A packed weight comes first in call order; its scales (and minimums) follow it.
@@ -98,9 +103,9 @@ def model_parameters(
         if name.endswith(".q_weight"):
             base = name.removesuffix(".q_weight")
             # The model holds the weight 4-bit, or 8-bit where the plan kept a module wide.
-            bits = WIDE_BITS if base in wide_modules else BITS
+            bits, paired = (WIDE_BITS if base in wide_modules else BITS), base in paired_modules
             groups = fetch_groups(f"{base}.weight")
-            quantized = exact_import(groups, q, bits)
+            quantized = exact_import(groups, q, bits, paired)
             if imported is not None:
                 imported[f"{base}.weight"] = f"exact {groups.kind}" if quantized is not None else "quantized"
             if quantized is None:
@@ -111,10 +116,14 @@ def model_parameters(
                         f"{source}: tensor `{base}.weight` has shape {weight.shape}, the model config "
                         f"implies {(shape[0], cols)}."
                     )
-                quantized = quantize_weight(weight, q.group_size, q.model_dtype, q.asymmetric, bits)
-            pending[f"{base}.q_scale"] = quantized.scale
-            if quantized.minimum is not None:
-                pending[f"{base}.q_min"] = quantized.minimum
+                scale_dtype = "float16" if paired else q.model_dtype
+                quantized = quantize_weight(weight, q.group_size, scale_dtype, q.asymmetric, bits)
+            if paired:
+                pending[base + PAIRED_SUFFIX] = pack_half_pairs(quantized.scale, quantized.minimum)
+            else:
+                pending[f"{base}.q_scale"] = quantized.scale
+                if quantized.minimum is not None:
+                    pending[f"{base}.q_min"] = quantized.minimum
             array = quantized.packed
         elif name in pending:
             array = pending.pop(name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,6 +70,8 @@ class ModelPlan:
     key: str
     # Modules kept at 8 bits: their checkpoint weights are exact 8-bit groups (GGUF Q8_0).
     wide_modules: frozenset[str] = frozenset()
+    # Modules whose scales and minimums are f16 pairs (checkpoints with f16 scales).
+    paired_modules: frozenset[str] = frozenset()
 
     @property
     def schedules(self) -> tuple[str, ...]:
@@ -93,7 +96,9 @@ def plan_model(options: BuildOptions) -> ModelPlan:
     q = get_quantization(options.quantization or (preset.quantization if preset else default))
     config = model_config(checkpoint, options, q)
     wide = wide_modules(checkpoint, q)
-    library_keys = {c: library_key(config, q, options.target, c, wide) for c in classes}
+    # Random weights are generated as floats and packed words; f16 pairs have no generator.
+    paired = frozenset() if options.random_weights else paired_modules(checkpoint, q)
+    library_keys = {c: library_key(config, q, options.target, c, wide, paired) for c in classes}
     key = _digest(
         [
             CONFIG_FORMAT,
@@ -105,26 +110,39 @@ def plan_model(options: BuildOptions) -> ModelPlan:
             _checkpoint_identity(checkpoint),
         ]
     )
-    return ModelPlan(options, checkpoint, q, config, library_keys, key, wide)
+    return ModelPlan(options, checkpoint, q, config, library_keys, key, wide, paired)
 
 
 def wide_modules(checkpoint: Checkpoint, q: Quantization) -> frozenset[str]:
     """The modules an asymmetric scheme keeps at 8 bits so that the checkpoint's exact 8-bit
-    groups (GGUF Q8_0: the default model's tied embedding) are taken over with no rounding.
-    A fused module (qkv) is wide only when all its parts are."""
+    groups (GGUF Q8_0: the default model's tied embedding) are taken over with no rounding."""
     if not q.asymmetric:
         return frozenset()
-    arch = architecture_of(checkpoint.config, str(checkpoint.source.path))
+    return _modules_where(checkpoint, lambda name: checkpoint.tensors.exact_bits(name) == 8)
+
+
+def paired_modules(checkpoint: Checkpoint, q: Quantization) -> frozenset[str]:
+    """The modules an f32 asymmetric scheme keeps with f16 scale / minimum pairs (q4_format.py):
+    those the checkpoint stores with f16 scales (GGUF Q4_0, Q4_1, Q8_0), the same values in half
+    the bytes an f32 scale and minimum take. f16 schemes store f16 scales anyway."""
+    if not q.asymmetric or q.model_dtype != "float32":
+        return frozenset()
+    return _modules_where(checkpoint, checkpoint.tensors.half_scales)
+
+
+def _modules_where(checkpoint: Checkpoint, holds: Callable[[str], bool]) -> frozenset[str]:
+    """Our modules whose checkpoint weights all satisfy `holds` (by checkpoint tensor name): a
+    fused module (qkv) only when every part does."""
     tensors = checkpoint.tensors
-    bits = {n.removesuffix(".weight"): tensors.exact_bits(n) for n in tensors.names if n.endswith(".weight")}
-    wide = {module for module, b in bits.items() if b == 8}
+    found = {n.removesuffix(".weight") for n in tensors.names if n.endswith(".weight") and holds(n)}
+    arch = architecture_of(checkpoint.config, str(checkpoint.source.path))
     for ours, parts in arch.fused_params.items():
-        for module in [m for m in wide if m.endswith(tuple(f".{p}" for p in parts))]:
+        for module in [m for m in found if m.endswith(tuple(f".{p}" for p in parts))]:
             prefix = module.rsplit(".", parts[0].count(".") + 1)[0]
-            wide.discard(module)
-            if all(bits.get(f"{prefix}.{p}") == 8 for p in parts):
-                wide.add(f"{prefix}.{ours}")
-    return frozenset(wide)
+            found.discard(module)
+            if all(f"{prefix}.{p}.weight" in tensors and holds(f"{prefix}.{p}.weight") for p in parts):
+                found.add(f"{prefix}.{ours}")
+    return frozenset(found)
 
 
 def model_config(checkpoint: Checkpoint, options: BuildOptions, q: Quantization) -> ModelConfig:
@@ -145,7 +163,12 @@ def model_config(checkpoint: Checkpoint, options: BuildOptions, q: Quantization)
 
 
 def library_key(
-    config: ModelConfig, q: Quantization, target: str, schedule_class: str, wide: frozenset[str] = frozenset()
+    config: ModelConfig,
+    q: Quantization,
+    target: str,
+    schedule_class: str,
+    wide: frozenset[str] = frozenset(),
+    paired: frozenset[str] = frozenset(),
 ) -> str:
     """The compiled library's cache key: everything that shapes it, the compiler's sources included."""
     sources = hashlib.sha256()
@@ -156,7 +179,8 @@ def library_key(
     parts = [dataclasses.asdict(config), q.name, target, tvm.__version__, schedule_class, sources.hexdigest()]
     if target == "webgpu":
         parts.append(link_flags())
-    return _digest(parts + ([sorted(wide)] if wide else []))
+    layouts = ([sorted(wide)] if wide else []) + ([["paired", *sorted(paired)]] if paired else [])
+    return _digest(parts + layouts)
 
 
 def _checkpoint_identity(checkpoint: Checkpoint) -> list:

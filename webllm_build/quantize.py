@@ -26,6 +26,7 @@ from webllm_build.q4_format import (
     DEQUANTIZE_STAGE,
     MAX_INT,
     WIDE_BITS,
+    half_pair_floats,
     values_per_word,
 )
 
@@ -110,6 +111,14 @@ def pack_nibbles(q: np.ndarray, bits: int = BITS) -> np.ndarray:
     return np.bitwise_or.reduce(values << shifts, axis=-1).astype(np.uint32)
 
 
+def pack_half_pairs(scale: np.ndarray, minimum: np.ndarray) -> np.ndarray:
+    """Scales and minimums (f16 values) as `q_scale_min` words: the scale's f16 bits low, the
+    minimum's high (q4_format.py)."""
+    low = scale.astype(np.float16).view(np.uint16).astype(np.uint32)
+    high = minimum.astype(np.float16).view(np.uint16).astype(np.uint32)
+    return low | (high << np.uint32(16))
+
+
 def dequantize_weight(weight: GroupQuantized, group_size: int, bits: int = BITS) -> np.ndarray:
     """The exact float32 weights the compiled kernels compute from a packed weight."""
     rows = weight.packed.shape[0]
@@ -128,7 +137,8 @@ def _te_dequantize(
     """A TE expression for element (row, col) of the dequantized weight.
 
     The asymmetric form is `q * scale + min`, in that order: compiler/q4_fused.py tells the
-    scale from the minimum by the order the expression loads them.
+    scale from the minimum (and the packed weight from a uint32 `q_scale_min`, passed as
+    `q_scale` with no `q_min`) by the order the expression loads them.
     """
     per_word = values_per_word(bits)
 
@@ -140,6 +150,9 @@ def _te_dequantize(
         # CPU-emulated adapters run on), an unsigned one several.
         value = nibble.astype("int32").astype(dtype)
         group = col // group_size
+        if q_scale.dtype == "uint32":  # f16 scale / minimum pairs
+            scale, minimum = (v.astype(dtype) for v in half_pair_floats(q_scale[row, group]))
+            return value * scale + minimum
         if q_min is not None:
             return value * q_scale[row, group] + q_min[row, group]
         return (value - tirx.const(MAX_INT, dtype)) * q_scale[row, group]
@@ -152,20 +165,31 @@ class _GroupQuantParams(nn.Module):
 
     bits = BITS
 
-    def _quantized_params(self, rows: int, cols: int, q: Quantization, bits: int) -> None:
+    def _quantized_params(self, rows: int, cols: int, q: Quantization, bits: int, paired: bool) -> None:
+        """`paired`: the scales and minimums as f16 pairs in one uint32 `q_scale_min` (q4_format.py)."""
         self.bits = bits
         self.q_weight = nn.Parameter((rows, cols // values_per_word(bits)), "uint32")
-        self.q_scale = nn.Parameter((rows, cols // q.group_size), q.model_dtype)
-        self.q_min = nn.Parameter((rows, cols // q.group_size), q.model_dtype) if q.asymmetric else None
+        groups = (rows, cols // q.group_size)
+        self.q_scale = None if paired else nn.Parameter(groups, q.model_dtype)
+        self.q_min = nn.Parameter(groups, q.model_dtype) if q.asymmetric and not paired else None
+        self.q_scale_min = nn.Parameter(groups, "uint32") if paired else None
 
     def _tensors(self) -> list[Tensor]:
-        return [self.q_weight, self.q_scale] + ([self.q_min] if self.q_min is not None else [])
+        return [t for t in (self.q_weight, self.q_scale, self.q_min, self.q_scale_min) if t is not None]
 
 
 class GroupQuantLinear(_GroupQuantParams):
-    def __init__(self, in_features: int, out_features: int, bias: bool, q: Quantization, bits: int = BITS):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        q: Quantization,
+        bits: int = BITS,
+        paired: bool = False,
+    ):
         self.in_features, self.out_features, self.q = in_features, out_features, q
-        self._quantized_params(out_features, in_features, q, bits)
+        self._quantized_params(out_features, in_features, q, bits, paired)
         self.bias = nn.Parameter((out_features,), q.model_dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -174,9 +198,9 @@ class GroupQuantLinear(_GroupQuantParams):
 
 
 class GroupQuantEmbedding(_GroupQuantParams):
-    def __init__(self, num: int, dim: int, q: Quantization, bits: int = BITS) -> None:
+    def __init__(self, num: int, dim: int, q: Quantization, bits: int = BITS, paired: bool = False) -> None:
         self.num, self.dim, self.q = num, dim, q
-        self._quantized_params(num, dim, q, bits)
+        self._quantized_params(num, dim, q, bits, paired)
 
     def forward(self, ids: Tensor) -> Tensor:
         q, dim, bits = self.q, self.dim, self.bits
@@ -209,21 +233,28 @@ def dequantize_matmul(x: Tensor, quantized: list[Tensor], q: Quantization, bits:
     return op.tensor_expr_op(compute, "dequantize_matmul", [x, *quantized])
 
 
-def quantize_modules(model: nn.Module, q: Quantization, wide: frozenset[str] = frozenset()) -> nn.Module:
+def quantize_modules(
+    model: nn.Module,
+    q: Quantization,
+    wide: frozenset[str] = frozenset(),
+    paired: frozenset[str] = frozenset(),
+) -> nn.Module:
     """Swap linear layers and the embedding for quantized ones, in place; returns `model`.
 
     `wide` names the modules (by attribute path, "model.embed_tokens") kept at WIDE_BITS: those
-    whose checkpoint weight is stored exactly in 8-bit groups (plan.wide_modules)."""
+    whose checkpoint weight is stored exactly in 8-bit groups (plan.wide_modules); `paired`
+    those whose scales and minimums are kept as f16 pairs (plan.paired_modules)."""
     if not q.quantized:
         return model
 
     class Swap(nn.Mutator):
         def visit_module(self, name: str, node: nn.Module) -> nn.Module:
-            bits = WIDE_BITS if name in wide else BITS
+            bits, pairs = (WIDE_BITS if name in wide else BITS), name in paired
             if isinstance(node, nn.Linear) and node.in_features % q.group_size == 0:
-                return GroupQuantLinear(node.in_features, node.out_features, node.bias is not None, q, bits)
+                biased = node.bias is not None
+                return GroupQuantLinear(node.in_features, node.out_features, biased, q, bits, pairs)
             if isinstance(node, Embedding) and node.dim % q.group_size == 0:
-                return GroupQuantEmbedding(node.num, node.dim, q, bits)
+                return GroupQuantEmbedding(node.num, node.dim, q, bits, pairs)
             return self.visit(name, node)
 
     return Swap().visit("", model)

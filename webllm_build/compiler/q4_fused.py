@@ -15,18 +15,34 @@ from dataclasses import dataclass
 from tvm import s_tir, tirx
 from tvm.ir import expr as ir_expr
 
-from webllm_build.q4_format import BITS, DEQUANTIZE_STAGE, WIDE_BITS, values_per_word
+from webllm_build.q4_format import BITS, DEQUANTIZE_STAGE, WIDE_BITS, half_pair_floats, values_per_word
 
 
 @dataclass
 class Q4Matmul:
     x: tirx.Buffer
     weight: tirx.Buffer
-    scale: tirx.Buffer
+    scale: tirx.Buffer  # per group; with `paired`, the f16 scale / minimum pairs (q4_format.py)
     minimum: tirx.Buffer | None  # asymmetric schemes' per-group minimum (w = scale * q + minimum)
     matmul: tirx.Buffer  # the reduction's own output, read by the first epilogue
     out: tirx.Buffer  # what the function finally writes
     epilogues: list[tirx.SBlock]
+    paired: bool = False  # `scale` holds both, and `minimum` is None
+
+    @property
+    def asymmetric(self) -> bool:
+        return self.minimum is not None or self.paired
+
+    def group_scale(self, loaded):
+        """A group's scale as float32, from its element of `scale` as loaded."""
+        return half_pair_floats(loaded)[0] if self.paired else tirx.Cast("float32", loaded)
+
+    def group_minimum(self, loaded_scale, row, group):
+        """A group's minimum as float32 (asymmetric schemes): from the pair its scale came in,
+        or loaded from `minimum`."""
+        if self.paired:
+            return half_pair_floats(loaded_scale)[1]
+        return tirx.Cast("float32", self.minimum[row, group])
 
 
 def _blocks(func: tirx.PrimFunc) -> list[tirx.SBlock]:
@@ -86,11 +102,14 @@ def match_q4_matmul(func: tirx.PrimFunc) -> Q4Matmul | None:
     if any(iv.iter_type != tirx.IterVar.DataPar for iv in matmul.iter_vars[:-1]):
         return None
     quantized = _loaded_buffers(dequantize.body.value)
-    weights = [b for b in quantized if b.dtype == "uint32"]
-    # The scale, then (asymmetric) the minimum: the order quantize._te_dequantize loads them in.
+    words = [b for b in quantized if b.dtype == "uint32"]
+    # The packed weight, then the scale and (asymmetric) the minimum, or their f16 pairs: the
+    # order quantize._te_dequantize loads them in.
     scales = [b for b in quantized if b.dtype != "uint32"]
+    paired = not scales and len(words) == 2
+    scales = words[1:] if paired else scales
     activations = [b for b in _loaded_buffers(matmul.body.value) if not b.same_as(dequantize.body.buffer)]
-    if len(weights) != 1 or len(scales) not in (1, 2) or len(activations) != 2:
+    if len(words) != 1 + paired or len(scales) not in (1, 2) or len(activations) != 2:
         return None
     x = next(b for b in activations if not b.same_as(matmul.body.buffer))
     out = matmul.body.buffer
@@ -106,7 +125,7 @@ def match_q4_matmul(func: tirx.PrimFunc) -> Q4Matmul | None:
     minimum = scales[1] if len(scales) == 2 else None
     if minimum is not None and [str(d) for d in minimum.shape] != [str(d) for d in scales[0].shape]:
         return None
-    return Q4Matmul(x, weights[0], scales[0], minimum, matmul.body.buffer, out, epilogues)
+    return Q4Matmul(x, words[0], scales[0], minimum, matmul.body.buffer, out, epilogues, paired)
 
 
 def apply_epilogue(match: Q4Matmul, value, indices: list):
@@ -155,7 +174,7 @@ def value_bits(match: Q4Matmul) -> int:
     """How wide the packed values are: 4, or WIDE_BITS for a module kept at 8 bits (asymmetric
     schemes only)."""
     words, reduce_len = int(match.weight.shape[-1]), int(match.x.shape[-1])
-    wide = match.minimum is not None and words * values_per_word(WIDE_BITS) == reduce_len
+    wide = match.asymmetric and words * values_per_word(WIDE_BITS) == reduce_len
     return WIDE_BITS if wide else BITS
 
 

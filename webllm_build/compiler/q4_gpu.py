@@ -70,11 +70,11 @@ def _nibble_minus(word, b, offset: int):
     return tirx.reinterpret("float32", bits) - tirx.const(MAGIC + offset, "float32")
 
 
-def _dequantized(match: Q4Matmul, word, b, scale_value, row, group):
+def _dequantized(match: Q4Matmul, word, b, scale_value, minimum_value):
     """One weight: (q - 7) * scale symmetric, q * scale + minimum asymmetric."""
-    if match.minimum is None:
+    if not match.asymmetric:
         return _nibble_minus(word, b, MAX_INT) * scale_value
-    return _nibble_minus(word, b, 0) * scale_value + tirx.Cast("float32", match.minimum[row, group])
+    return _nibble_minus(word, b, 0) * scale_value + minimum_value
 
 
 def tiled_matmul_kernel(
@@ -146,6 +146,8 @@ def tiled_matmul_kernel(
                             w = T.sblock_alloc_buffer((thread_n,), "float32", scope="local")
                             word = T.sblock_alloc_buffer((1,), "uint32", scope="local")
                             s = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                            m = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                            raw = T.sblock_alloc_buffer((1,), scale.dtype, scope="local")  # or an f16 pair
                             for u in T.unroll(thread_m):
                                 for i in T.unroll(thread_n):
                                     acc[u, i] = T.float32(0)
@@ -168,23 +170,18 @@ def tiled_matmul_kernel(
                                         + kt * step_words
                                         + T.floormod(staged(ty, tx, lw), step_words)
                                     ]
-                                    s[0] = T.Cast(
-                                        "float32",
-                                        s_flat[w_row(bx, ty, tx, lw) * groups + kt * step // group_size],
-                                    )
+                                    raw[0] = s_flat[w_row(bx, ty, tx, lw) * groups + kt * step // group_size]
+                                    s[0] = match.group_scale(raw[0])
+                                    if match.asymmetric:
+                                        m[0] = match.group_minimum(
+                                            raw[0], w_row(bx, ty, tx, lw), kt * step // group_size
+                                        )
                                     for b in T.unroll(VALUES_PER_WORD):
                                         ws[
                                             (T.floormod(staged(ty, tx, lw), step_words) * VALUES_PER_WORD + b)
                                             * w_stride
                                             + T.floordiv(staged(ty, tx, lw), step_words)
-                                        ] = _dequantized(
-                                            match,
-                                            word[0],
-                                            b,
-                                            s[0],
-                                            w_row(bx, ty, tx, lw),
-                                            kt * step // group_size,
-                                        )
+                                        ] = _dequantized(match, word[0], b, s[0], m[0])
                                 T.tvm_storage_sync("shared")
                                 for k in T.unroll(step):
                                     for u in T.unroll(thread_m):
@@ -232,7 +229,7 @@ def gemv_kernel(match: Q4Matmul, func: tirx.PrimFunc, tiling: GemvTiling = GEMV)
     adds them (a tree would need barriers inside a condition, which TVM's sync planner refuses).
     """
     shapes = whole_word_shapes(match)
-    if shapes is None or value_bits(match) != BITS:
+    if shapes is None or value_bits(match) != BITS or match.paired:
         return None
     rows_total, words, reduce_len, groups = shapes
     x, weight, scale, minimum, out = match.x, match.weight, match.scale, match.minimum, match.out

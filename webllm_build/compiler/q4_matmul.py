@@ -7,7 +7,8 @@ same sum in three per weight, in the order of a group of 32 weights:
 
     sum_g scale_g * (sum_k q_k x_k - 7 * sum_k x_k)
 
-(asymmetric schemes: `scale_g * sum_k q_k x_k + min_g * sum_k x_k`, from the same two sums)
+(asymmetric schemes: `scale_g * sum_k q_k x_k + min_g * sum_k x_k`, from the same two sums;
+an f16 scale / minimum pair is one load a group, widened with integer operations)
 
 with the nibble at bit 4b taken as `f32(i32(w & (15 << 4b)))` (q * 16^b, exact) against an
 activation pre-multiplied by 16^-b (a power of two, exact), so there is no shift; the top
@@ -124,12 +125,13 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
 
     offset = tirx.const(MAX_INT, "float32")
 
-    def group_sum(scale_value, qx_sum, x_total, row, g):
+    def group_sum(loaded_scale, qx_sum, x_total, row, g):
         """A group's contribution: scale * sum(q x) plus the offset's share, -7 * scale * sum(x)
         symmetric or minimum * sum(x) asymmetric, both from the same per-group activation sum."""
-        if match.minimum is None:
+        scale_value = match.group_scale(loaded_scale)
+        if not match.asymmetric:
             return scale_value * (qx_sum - offset * x_total)
-        return scale_value * qx_sum + T.Cast("float32", match.minimum[row, g]) * x_total
+        return scale_value * qx_sum + match.group_minimum(loaded_scale, row, g) * x_total
 
     # The body uses the fused function's own buffers, which only its signature defines.
     @T.prim_func(s_tir=True, check_well_formed=False)
@@ -152,7 +154,7 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
                         x_word = T.sblock_alloc_buffer((tokens, per_word), "float32", scope="local")
                         word = T.sblock_alloc_buffer((1,), "uint32", scope="local")
                         q = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                        s = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        s = T.sblock_alloc_buffer((1,), scale.dtype, scope="local")  # or an f16 pair
                         for u in T.unroll(tokens):
                             for i in T.unroll(rows):
                                 acc[u, i] = T.float32(0)
@@ -176,7 +178,7 @@ def build_kernel(match: Q4Matmul, func: tirx.PrimFunc, word_major: bool) -> tirx
                                         for u in T.unroll(tokens):
                                             part[u, i] = part[u, i] + q[0] * x_word[u, b]
                             for i in T.unroll(rows):
-                                s[0] = T.Cast("float32", scale[row_of(bx, tx, i), g])
+                                s[0] = scale[row_of(bx, tx, i), g]
                                 for u in T.unroll(tokens):
                                     acc[u, i] += group_sum(s[0], part[u, i], x_sum[u], row_of(bx, tx, i), g)
                         for u in T.unroll(tokens):

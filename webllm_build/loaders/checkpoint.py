@@ -59,6 +59,8 @@ class LazyTensor:
     # and their width in bits, known without reading the data.
     read_groups: Callable[[], ExactGroups] | None = None
     exact_bits: int | None = None
+    # The groups' scales and minimums are f16 values (GGUF Q4_0, Q4_1, Q8_0; not Q4_K's products).
+    half_scales: bool = False
 
     def map_rows(self, shape: tuple[int, ...], transform: Callable[[np.ndarray], np.ndarray]) -> LazyTensor:
         """This tensor with its rows reordered or sliced by `transform` (float and exact forms alike)."""
@@ -69,6 +71,7 @@ class LazyTensor:
             lambda: transform(self.read()),
             None if groups is None else lambda: groups().map_rows(transform),
             self.exact_bits,
+            self.half_scales,
         )
 
 
@@ -102,6 +105,10 @@ class TensorSource:
     def exact_bits(self, name: str) -> int | None:
         """The width of the tensor's exact groups (4 or 8), or None if it has none."""
         return self._get(name).exact_bits
+
+    def half_scales(self, name: str) -> bool:
+        """Whether the tensor's exact groups have f16 scales and minimums."""
+        return self._get(name).half_scales
 
     def load_groups(self, name: str) -> ExactGroups | None:
         """The tensor in the file's own exact groups, when its type is one (else None)."""

@@ -210,6 +210,8 @@ def _exact_groups(t: ReaderTensor) -> ExactGroups:
 
 # The quantized types that are exact groups (ExactGroups); the rest are only read as floats.
 EXACT_TYPES = frozenset(GGMLQuantizationType[name] for name in ("Q4_0", "Q4_1", "Q4_K", "Q8_0"))
+# Those whose group scales and minimums are f16 values (Q4_K's are f16 times 6-bit integers).
+HALF_SCALE_TYPES = frozenset(GGMLQuantizationType[name] for name in ("Q4_0", "Q4_1", "Q8_0"))
 
 
 def _lazy(t: ReaderTensor) -> LazyTensor:
@@ -220,6 +222,7 @@ def _lazy(t: ReaderTensor) -> LazyTensor:
         lambda: _read(t),
         (lambda: _exact_groups(t)) if exact else None,
         (8 if t.tensor_type == GGMLQuantizationType.Q8_0 else 4) if exact else None,
+        exact and t.tensor_type in HALF_SCALE_TYPES,
     )
 
 
