@@ -123,6 +123,9 @@ def _buffers(buffers: list[tirx.Buffer], tokens: int) -> dict[str, dict]:
         count = 1
         for extent in buffer.shape:
             count *= tokens if isinstance(extent, tirx.Var) else int(extent)
+        if buffer.dtype == "uint32x4":  # a view of the weight: filled and checked as its words
+            out[buffer.name] = {"dtype": "uint32", "count": count * 4, "role": "weight"}
+            continue
         role = "weight" if buffer.dtype == "uint32" else "scale" if "scale" in buffer.name else "activation"
         out[buffer.name] = {"dtype": buffer.dtype, "count": count, "role": role}
     return out
@@ -171,6 +174,21 @@ def main() -> int:
                     continue
                 variant = f"gemv{tuple(vars(tiling).values())}"
                 entries.append(kernel_entry(name, variant, kernel, buffers, 1, residual))
+                match = match_q4_matmul(decode)
+                with_view, vector = q4_gpu.with_vector_weight(decode, match.weight)
+                kernel = q4_gpu.gemv_vector_kernel(match_q4_matmul(with_view), with_view, vector, tiling)
+                if kernel is not None:
+                    # The view holds the weight's own words: the lab fills it as the weight.
+                    entries.append(
+                        kernel_entry(
+                            name,
+                            f"vec4{tuple(vars(tiling).values())}",
+                            kernel,
+                            [*(b for b in buffers if not b.same_as(match.weight)), vector],
+                            1,
+                            residual,
+                        )
+                    )
         if "matmul" not in args.kinds.split(","):
             continue
         prefill = fused_matmul(k, n, residual, "seq_len", args.quantization)

@@ -355,9 +355,163 @@ def q4_gpu_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         match = match_q4_matmul(func)
         if match is None:
             return None
-        lead = list(match.out.shape[:-1])
-        if all(isinstance(e, tirx.IntImm) and int(e) == 1 for e in lead):
-            return None
+        if _is_gemv(match):
+            if not (func.attrs and func.attrs.get(VECTOR_WEIGHT_ATTR, False)):
+                return None
+            vector = next(p for p in func.params if p.dtype == "uint32x4")
+            return gemv_vector_kernel(match, func, vector)
         return tiled_matmul_kernel(match, func)
     except Unsupported:
         return None
+
+
+WORDS_PER_VECTOR = 4
+# PrimFunc attribute: the function takes its weight a second time, as a uint32x4 view, its last
+# input (`with_vector_weight`; compiler/weight_layout.py passes the view).
+VECTOR_WEIGHT_ATTR = "webllm.vector_weight"
+
+
+def gemv_vector_kernel(
+    match: Q4Matmul, func: tirx.PrimFunc, vector_weight: tirx.Buffer, tiling: GemvTiling = GEMV
+) -> tirx.PrimFunc | None:
+    """`gemv_kernel` reading the weight as vec4<u32> (`vector_weight`, a uint32x4 view of it):
+    a lane loads one whole group of 32 weights and its one scale per row at a time, 16-byte
+    loads where `gemv_kernel` makes four 4-byte ones and a scale load per word."""
+    shapes = whole_word_shapes(match)
+    if shapes is None or value_bits(match) != BITS or match.paired:
+        return None
+    rows_total, words, reduce_len, groups = shapes
+    x, scale, minimum, out = match.x, match.scale, match.minimum, match.out
+    values_per_vector = WORDS_PER_VECTOR * VALUES_PER_WORD
+    if reduce_len // groups != values_per_vector or words % WORDS_PER_VECTOR:
+        return None
+    vectors = words // WORDS_PER_VECTOR  # = groups
+    lanes = math.gcd(vectors, tiling.lanes)
+    # A row's lanes sum its partial sums, one thread a row: at most `lanes` rows a thread.
+    row_threads, thread_rows = tiling.row_threads * (tiling.lanes // lanes), min(tiling.thread_rows, lanes)
+    stage = _largest_divisor(vectors, tiling.stage_words // WORDS_PER_VECTOR, lanes)
+    if stage is None:
+        return None
+    threads = lanes * row_threads
+    rows_tile = row_threads * thread_rows
+    row_tiles = (rows_total + rows_tile - 1) // rows_tile
+    stage_values = stage * values_per_vector
+    stride = stage + 1  # padded: staging stores spread over banks
+    loads = (stage_values + threads - 1) // threads
+    per_lane = stage // lanes
+    matmul_dtype = match.matmul.dtype
+    zero_index = [tirx.IntImm("int64", 0)] * (len(out.shape) - 1)
+    apply_epilogue(match, tirx.const(0.0, matmul_dtype), [*zero_index, tirx.IntImm("int64", 0)])
+    m_data = (minimum if minimum is not None else scale).data
+    offset = 0 if minimum is not None else MAX_INT
+
+    def result(row, acc):
+        return apply_epilogue(match, tirx.Cast(matmul_dtype, acc), [*zero_index, row])
+
+    def row_of(bx, ty, r):  # clamped: a partial last tile loads in bounds
+        return T.min(bx * rows_tile + ty * thread_rows + r, rows_total - 1)
+
+    def staged_at(ty, tx, i):
+        return i * threads + ty * lanes + tx
+
+    @T.prim_func(s_tir=True, check_well_formed=False)
+    def kernel():
+        for bx in T.thread_binding(row_tiles, thread="blockIdx.x"):
+            for ty in T.thread_binding(row_threads, thread="threadIdx.y"):
+                for tx in T.thread_binding(lanes, thread="threadIdx.x"):
+                    with T.sblock("q4_gemv_vector"):
+                        T.reads()
+                        T.writes()
+                        out_flat = T.decl_buffer((rows_total,), out.dtype, data=out.data)
+                        x_flat = T.decl_buffer((reduce_len,), x.dtype, data=x.data)
+                        v_flat = T.decl_buffer((rows_total * vectors,), "uint32x4", data=vector_weight.data)
+                        s_flat = T.decl_buffer((rows_total * groups,), scale.dtype, data=scale.data)
+                        m_flat = T.decl_buffer((rows_total * groups,), scale.dtype, data=m_data)
+                        xs = T.sblock_alloc_buffer((values_per_vector * stride,), "float32", scope="shared")
+                        red = T.sblock_alloc_buffer((rows_tile * lanes,), "float32", scope="shared")
+                        acc = T.sblock_alloc_buffer((thread_rows,), "float32", scope="local")
+                        dot = T.sblock_alloc_buffer((thread_rows,), "float32", scope="local")
+                        xv = T.sblock_alloc_buffer((VALUES_PER_WORD,), "float32", scope="local")
+                        xsum = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        total = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        wr = T.sblock_alloc_buffer((WORDS_PER_VECTOR * thread_rows,), "uint32", scope="local")
+                        sr = T.sblock_alloc_buffer((thread_rows,), "float32", scope="local")
+                        mr = T.sblock_alloc_buffer((thread_rows,), "float32", scope="local")
+                        for r in T.unroll(thread_rows):
+                            acc[r] = T.float32(0)
+                        for c in T.serial(vectors // stage):
+                            T.tvm_storage_sync("shared")
+                            for i in T.unroll(loads):
+                                if staged_at(ty, tx, i) < stage_values:
+                                    xs[
+                                        T.floormod(staged_at(ty, tx, i), values_per_vector) * stride
+                                        + T.floordiv(staged_at(ty, tx, i), values_per_vector)
+                                    ] = T.Cast("float32", x_flat[c * stage_values + staged_at(ty, tx, i)])
+                            T.tvm_storage_sync("shared")
+                            for u in T.serial(per_lane):
+                                for r in T.unroll(thread_rows):
+                                    wr[T.Ramp(r * WORDS_PER_VECTOR, 1, WORDS_PER_VECTOR)] = v_flat[
+                                        row_of(bx, ty, r) * vectors + c * stage + u * lanes + tx
+                                    ]
+                                    sr[r] = T.Cast(
+                                        "float32",
+                                        s_flat[row_of(bx, ty, r) * groups + c * stage + u * lanes + tx],
+                                    )
+                                    if minimum is not None:
+                                        mr[r] = T.Cast(
+                                            "float32",
+                                            m_flat[row_of(bx, ty, r) * groups + c * stage + u * lanes + tx],
+                                        )
+                                    dot[r] = T.float32(0)
+                                xsum[0] = T.float32(0)
+                                for wi in T.unroll(WORDS_PER_VECTOR):
+                                    for b in T.unroll(VALUES_PER_WORD):
+                                        xv[b] = xs[(wi * VALUES_PER_WORD + b) * stride + u * lanes + tx]
+                                        if minimum is not None:
+                                            xsum[0] = xsum[0] + xv[b]
+                                    for r in T.unroll(thread_rows):
+                                        dot[r] = dot[r] + _word_dot(wr[r * WORDS_PER_VECTOR + wi], xv, offset)
+                                for r in T.unroll(thread_rows):
+                                    if minimum is not None:
+                                        acc[r] = acc[r] + sr[r] * dot[r] + mr[r] * xsum[0]
+                                    else:
+                                        acc[r] = acc[r] + sr[r] * dot[r]
+                        for r in T.unroll(thread_rows):
+                            red[(ty * thread_rows + r) * lanes + tx] = acc[r]
+                        T.tvm_storage_sync("shared")
+                        if tx < thread_rows:
+                            total[0] = T.float32(0)
+                            for lane in T.unroll(lanes):
+                                total[0] = total[0] + red[(ty * thread_rows + tx) * lanes + lane]
+                            if bx * rows_tile + ty * thread_rows + tx < rows_total:
+                                out_flat[bx * rows_tile + ty * thread_rows + tx] = result(
+                                    bx * rows_tile + ty * thread_rows + tx, total[0]
+                                )
+
+    return func.with_body(kernel.body)
+
+
+def with_vector_weight(func: tirx.PrimFunc, weight: tirx.Buffer) -> tuple[tirx.PrimFunc, tirx.Buffer]:
+    """`func` taking one more input, a uint32x4 view of its packed `weight` (callers pass the
+    same tensor viewed so: relax.op.memory.view), and that input's buffer."""
+    rows, words = (int(e) for e in weight.shape)
+    vector = tirx.decl_buffer((rows, words // WORDS_PER_VECTOR), "uint32x4", name=f"{weight.name}_vec4")
+    *inputs, output = func.params  # call_tir's convention: the inputs, then the output
+    func = tirx.PrimFunc([*inputs, vector, output], func.body, attrs=func.attrs)
+    return func.with_attr(VECTOR_WEIGHT_ATTR, True), vector
+
+
+def takes_vector_weight(func: tirx.PrimFunc) -> bool:
+    """Whether `func` is a GEMV that `gemv_vector_kernel` computes once given the view."""
+    try:
+        match = match_q4_matmul(func)
+        if match is None or not _is_gemv(match):
+            return False
+        with_view, vector = with_vector_weight(func, match.weight)
+        return gemv_vector_kernel(match_q4_matmul(with_view), with_view, vector) is not None
+    except Unsupported:
+        return False
+
+
+def _is_gemv(match: Q4Matmul) -> bool:
+    return all(isinstance(e, tirx.IntImm) and int(e) == 1 for e in match.out.shape[:-1])
