@@ -98,32 +98,6 @@ def _matmul_kernels(wgsl: str) -> list[str]:
     return [k for k in kernels if "dequantize_matmul" in k.split("(")[0]]
 
 
-def _bindings_of_matmuls(wgsl: str) -> list[list[str]]:
-    """The storage bindings' declarations of each 4-bit matmul kernel (a kernel's WGSL module
-    declares them before its `fn`)."""
-    modules = re.split(r"^// Function: ", wgsl, flags=re.M)
-    return [
-        re.findall(r"var<storage, \w+> \w+ : array<[^;]+>;", m)
-        for m in modules
-        if "fn " in m and "dequantize_matmul" in m.split("fn ", 1)[1].split("(")[0]
-    ]
-
-
-def test_gpu_class_gemvs_load_weights_16_bytes_at_a_time():
-    """Decoding one token, each 4-bit GEMV reads its packed weight through a uint32x4 view of
-    the same tensor (compiler/weight_layout.py), a vec4<u32> binding, and not as u32 words; a
-    prompt's matmuls keep reading words."""
-    decode = _bindings_of_matmuls(_wgsl("gpu", 1))
-    assert len(decode) == 2
-    for bindings in decode:
-        assert sum("array<vec4<u32>>" in b for b in bindings) == 1, bindings
-        assert not any("array<u32>" in b for b in bindings), bindings
-    prompt = _bindings_of_matmuls(_wgsl("gpu", "seq_len"))
-    assert len(prompt) == 2
-    for bindings in prompt:
-        assert not any("vec4<u32>" in b for b in bindings) and any("array<u32>" in b for b in bindings)
-
-
 def test_gpu_class_prompt_matmuls_are_the_tiled_kernel():
     """A prompt's 4-bit matmuls are compiler/q4_gpu.py's: the activations and dequantized weights
     staged in workgroup memory, nibbles made floats without an int-to-float conversion (numerics
@@ -134,6 +108,9 @@ def test_gpu_class_prompt_matmuls_are_the_tiled_kernel():
     assert len(matmuls) == 2
     for kernel in matmuls:
         assert "bitcast<f32>" in kernel and "f32(i32(" not in kernel
+    # One token's GEMV stays dlight's.
+    decode = _matmul_kernels(_wgsl("gpu", 1))
+    assert decode and all("var<workgroup> xs" not in k and "f32(i32(" in k for k in decode)
 
 
 @pytest.mark.parametrize("factory", [_decode, _prefill_paged, _prefill_ragged])

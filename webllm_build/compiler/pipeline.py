@@ -68,7 +68,7 @@ def _gpu_pipeline(
         with target:
             mod = tvm.transform.Sequential(fusion_passes(target))(mod)
             # After fusion, where the 4-bit matmuls and each weight's readers are known.
-            mod = add_prepare_params(mod, schedule.word_major_weights, schedule.vector_weights)
+            mod = add_prepare_params(mod, word_major=schedule.word_major_weights)
             return tvm.transform.Sequential(
                 [schedule_pass(schedule)]
                 + gpu_generic.dataflow_lower_passes(target)

@@ -128,15 +128,6 @@ def match_q4_matmul(func: tirx.PrimFunc) -> Q4Matmul | None:
     return Q4Matmul(x, words[0], scales[0], minimum, matmul.body.buffer, out, epilogues, paired)
 
 
-def weight_position(func: tirx.PrimFunc) -> int | None:
-    """The position of a fused 4-bit matmul's packed weight among `func`'s parameters, or None
-    if `func` is not one."""
-    match = match_q4_matmul(func)
-    if match is None:
-        return None
-    return next(i for i, param in enumerate(func.params) if param.same_as(match.weight))
-
-
 def apply_epilogue(match: Q4Matmul, value, indices: list):
     """The fused elementwise blocks applied to the matmul's `value` at output `indices`.
 

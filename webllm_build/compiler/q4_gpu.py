@@ -349,26 +349,21 @@ def q4_gpu_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """The tiled matmul for a fused 4-bit matmul function of several tokens, else None.
 
     One token's GEMV stays dlight's (`MultiRowGEMV`): `gemv_kernel` above, measured on an H200
-    in the model, made a decode step's GPU time 4.80 -> 4.98-5.40 ms in every tiling tried
-    (docs/kernels.md); benchmarks/q4_kernels.py keeps it as a variant to measure against."""
+    in the model, made a decode step's GPU time 4.80 -> 4.98-5.40 ms in every tiling tried, and
+    `gemv_vector_kernel` (16-byte loads) 4.92 -> 5.24 ms on an H100 (docs/kernels.md);
+    benchmarks/q4_kernels.py keeps both as variants to measure against."""
     try:
         match = match_q4_matmul(func)
         if match is None:
             return None
         if _is_gemv(match):
-            if not (func.attrs and func.attrs.get(VECTOR_WEIGHT_ATTR, False)):
-                return None
-            vector = next(p for p in func.params if p.dtype == "uint32x4")
-            return gemv_vector_kernel(match, func, vector)
+            return None
         return tiled_matmul_kernel(match, func)
     except Unsupported:
         return None
 
 
 WORDS_PER_VECTOR = 4
-# PrimFunc attribute: the function takes its weight a second time, as a uint32x4 view, its last
-# input (`with_vector_weight`; compiler/weight_layout.py passes the view).
-VECTOR_WEIGHT_ATTR = "webllm.vector_weight"
 
 
 def gemv_vector_kernel(
@@ -497,20 +492,7 @@ def with_vector_weight(func: tirx.PrimFunc, weight: tirx.Buffer) -> tuple[tirx.P
     rows, words = (int(e) for e in weight.shape)
     vector = tirx.decl_buffer((rows, words // WORDS_PER_VECTOR), "uint32x4", name=f"{weight.name}_vec4")
     *inputs, output = func.params  # call_tir's convention: the inputs, then the output
-    func = tirx.PrimFunc([*inputs, vector, output], func.body, attrs=func.attrs)
-    return func.with_attr(VECTOR_WEIGHT_ATTR, True), vector
-
-
-def takes_vector_weight(func: tirx.PrimFunc) -> bool:
-    """Whether `func` is a GEMV that `gemv_vector_kernel` computes once given the view."""
-    try:
-        match = match_q4_matmul(func)
-        if match is None or not _is_gemv(match):
-            return False
-        with_view, vector = with_vector_weight(func, match.weight)
-        return gemv_vector_kernel(match_q4_matmul(with_view), with_view, vector) is not None
-    except Unsupported:
-        return False
+    return tirx.PrimFunc([*inputs, vector, output], func.body, attrs=func.attrs), vector
 
 
 def _is_gemv(match: Q4Matmul) -> bool:

@@ -35,7 +35,6 @@ from webllm_build.compiler.q4_fused import (
     match_q4_matmul,
     unravel,
     value_bits,
-    weight_position,
     whole_word_shapes,
 )
 from webllm_build.q4_format import MAX_INT, values_per_word
@@ -208,4 +207,7 @@ def q4_matmul_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
 def weight_argument(func: tirx.PrimFunc) -> int | None:
     """The position of the packed weight among `func`'s parameters, if the hand-written kernel
     takes the function (so its weight may be laid out word-major)."""
-    return weight_position(func) if q4_matmul_kernel(func) is not None else None
+    if q4_matmul_kernel(func) is None:
+        return None
+    weight = match_q4_matmul(func).weight
+    return next(i for i, param in enumerate(func.params) if param.same_as(weight))

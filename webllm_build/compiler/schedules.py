@@ -25,7 +25,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline
 from tvm.target import Target
 
-from webllm_build.compiler.q4_gpu import q4_gpu_kernel, takes_vector_weight
+from webllm_build.compiler.q4_gpu import q4_gpu_kernel
 from webllm_build.compiler.q4_matmul import q4_matmul_kernel
 from webllm_build.errors import OptionsError
 from webllm_build.q4_format import VALUES_PER_WORD
@@ -45,8 +45,6 @@ class ScheduleClass:
     word_major_weights: bool
     # The KV cache's attention kernels replaced by compiler/attention.py's.
     own_attention: bool
-    # Fused functions whose weight also arrives as a uint32x4 view (compiler/weight_layout.py).
-    vector_weights: Callable[[tirx.PrimFunc], bool] | None = None
 
 
 SCHEDULE_CLASSES: dict[str, ScheduleClass] = {
@@ -63,7 +61,6 @@ SCHEDULE_CLASSES: dict[str, ScheduleClass] = {
         ),
         word_major_weights=False,
         own_attention=False,
-        vector_weights=takes_vector_weight,
     ),
     "cpu-emulated": ScheduleClass(
         "cpu-emulated",

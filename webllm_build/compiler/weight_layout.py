@@ -18,81 +18,25 @@ libraries export `prepare_params` as the identity, so the loading protocol is th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import tvm
 from tvm import relax, tirx
 from tvm.script import tirx as T
 
-from webllm_build.compiler.q4_fused import match_q4_matmul, weight_position
-from webllm_build.compiler.q4_gpu import with_vector_weight
 from webllm_build.compiler.q4_matmul import WORD_MAJOR_ATTR, weight_argument
 
 THREADS = 256
 
 
-def add_prepare_params(
-    mod: tvm.IRModule, word_major: bool, vector_weight: Callable[[tirx.PrimFunc], bool] | None = None
-) -> tvm.IRModule:
+def add_prepare_params(mod: tvm.IRModule, word_major: bool) -> tvm.IRModule:
     """`mod` plus `prepare_params`; with `word_major`, it relays the eligible 4-bit weights and
-    the matmuls that read them are marked to expect that layout. The functions `vector_weight`
-    picks also get their weight as a uint32x4 view (`_with_vector_views`)."""
+    the matmuls that read them are marked to expect that layout."""
     params = _packed_params(mod)
     if params is None:
         return mod
     relaid, kernels = _word_major_weights(mod) if word_major else (set(), set())
     for gvar in kernels:
         mod[gvar] = mod[gvar].with_attr(WORD_MAJOR_ATTR, True)
-    if vector_weight is not None:
-        mod = _with_vector_views(mod, vector_weight)
     return _with_prepare_params(mod, params, relaid)
-
-
-def _with_vector_views(mod: tvm.IRModule, vector_weight: Callable[[tirx.PrimFunc], bool]) -> tvm.IRModule:
-    """Each call of a function `vector_weight` picks passes its weight once more, as a uint32x4
-    view of the same tensor (no copy), to a copy of the function that takes it: WGSL then
-    declares that binding `array<vec4<u32>>` and a kernel loads 16 bytes at once (TVM prints a
-    vector load from a u32 array as four scalar loads)."""
-    chosen = {
-        gvar
-        for gvar, func in mod.functions_items()
-        if isinstance(func, tirx.PrimFunc) and weight_position(func) is not None and vector_weight(func)
-    }
-    if not chosen:
-        return mod
-    rewriter = _AddVectorViews(mod, chosen)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
-
-
-@relax.expr_functor.mutator
-class _AddVectorViews(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, chosen: set[tvm.ir.GlobalVar]):
-        super().__init__(mod)
-        self.chosen = chosen
-        self.copies: dict[tvm.ir.GlobalVar, tvm.ir.GlobalVar] = {}
-
-    def visit_call_(self, call):
-        call = super().visit_call_(call)
-        kernel = call.args[0] if _is_call_tir(call) else None
-        if kernel is None or kernel not in self.chosen:
-            return call
-        func = self.builder_.get()[kernel]
-        arguments = list(call.args[1].fields)
-        weight = match_q4_matmul(func).weight
-        copy, vector = with_vector_weight(func, weight)
-        view = relax.op.memory.view(
-            arguments[weight_position(func)], [int(e) for e in vector.shape], "uint32x4"
-        )
-        if kernel not in self.copies:
-            # A copy under its own name: a PrimFunc's signature is its callers' type.
-            name = f"{kernel.name_hint}_vec4"
-            if copy.attrs.get("global_symbol") is not None:
-                copy = copy.with_attr("global_symbol", name)
-            self.copies[kernel] = self.builder_.add_func(copy, name)
-        return relax.call_tir(self.copies[kernel], [*arguments, self.builder_.emit(view)], call.ty_args[0])
 
 
 def _params_of(func) -> relax.Var | None:
