@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--gpu-time",
         action="store_true",
-        help="also time a prefill and a decode step kernel by kernel (timestamp queries; --runtime deno)",
+        help="also time a prefill and a decode step kernel by kernel (needs timestamp queries)",
     )
     _add_runtime_argument(bench)
     bench.add_argument("--timeout", type=float, default=1800, help="seconds per load or completion")

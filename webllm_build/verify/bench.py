@@ -271,9 +271,9 @@ def _gpu_time(
     browser: Any, url: str, model_id: str, messages: list[dict[str, str]], options: BenchOptions
 ) -> dict[str, Any] | None:
     """GPU time by timestamp queries: one prefill (a 1-token reply) and, by difference with a
-    reply TIMED_DECODE_STEPS tokens longer, a decode step. None where the adapter cannot time or
-    the engine runs where the profiler cannot see it (a browser's worker)."""
-    page = SitePage(browser, url, timeout_s=options.timeout_s)
+    reply TIMED_DECODE_STEPS tokens longer, a decode step. None where the adapter cannot time.
+    The engine runs in the page, not in a browser's worker, so the profiler sees its dispatches."""
+    page = SitePage(browser, url, timeout_s=options.timeout_s, engine_in_page=True)
     try:
         profiling.install(page.page, page.log)
         if page.load(model_id)["error"]:

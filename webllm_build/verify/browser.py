@@ -64,12 +64,16 @@ class BrowserSession:
         timeout_ms: int = 60_000,
         webgpu: bool = True,
         context_options: dict[str, Any] | None = None,
+        workers: bool = True,
     ) -> tuple[Any, PageLog]:
         """A fresh browser context (empty caches) with `url` open; `context_options` are
-        Playwright's new_context options (viewport, color_scheme, permissions, is_mobile, ...)."""
+        Playwright's new_context options (viewport, color_scheme, permissions, is_mobile, ...).
+        `workers=False` hides Web Workers, so the page runs its engine in the page itself."""
         context = self._browser.new_context(**(context_options or {}))
         if not webgpu:
             context.add_init_script("Object.defineProperty(navigator, 'gpu', {value: undefined})")
+        if not workers:
+            context.add_init_script("delete globalThis.Worker")
         page = context.new_page()
         log = PageLog()
         page.on("console", lambda msg: log.console.append(f"[{msg.type}] {msg.text}"))

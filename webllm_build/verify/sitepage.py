@@ -142,9 +142,12 @@ class SitePage:
         *,
         timeout_s: float = 120,
         opened: tuple[Any, PageLog] | None = None,
+        engine_in_page: bool = False,
     ) -> None:
         """Opens `url` in `browser`, or drives `opened`, a (page, log) of the site already open
-        (the chat page a test operates through its controls: its loaded engine is reused)."""
+        (the chat page a test operates through its controls: its loaded engine is reused).
+        `engine_in_page` keeps a browser's engine out of its Web Worker, where a page script
+        (the profiler) cannot see its GPU calls."""
         self.url = url
         self.timeout_s = timeout_s
         if opened is not None:
@@ -152,7 +155,9 @@ class SitePage:
         try:
             if opened is None:
                 assert browser is not None, "SitePage needs a browser or an opened page"
-                self.page, self.log = browser.open(url, ready=APP_READY, timeout_ms=READY_TIMEOUT_S * 1000)
+                self.page, self.log = browser.open(
+                    url, ready=APP_READY, timeout_ms=READY_TIMEOUT_S * 1000, workers=not engine_in_page
+                )
         except BrowserError as exc:
             raise BrowserError(
                 f"{exc}\nThe page never set window.webllmAppReady: is {url} a chat site built by "
