@@ -4,9 +4,10 @@ TVM's KV cache generates its attention kernels for a GPU: K/V tiles staged throu
 memory, cross-thread online softmax, barriers everywhere; on SwiftShader a decode step's 30
 attention calls then cost more than all its matmuls. These replacements keep the signatures
 the cache runtime calls (same handles, scalars and outputs, lse in the same base-2 form so
-`merge_state` still combines paged and ragged parts) and give each (query token, query head)
-one thread that walks the keys alone with an online softmax. Attention over a few hundred
-positions is little work; what costs on an emulator is synchronisation, and this has none.
+`merge_state` still combines paged and ragged parts). Prefill gives each (query token, query
+head) one thread that walks the keys alone with an online softmax: a prompt has threads enough,
+and what costs on an emulator is synchronisation. Decode, one query token, splits each KV head's
+keys over a SIMD group's threads instead and merges their softmax states once at the end.
 
 Sliding-window layers (Gemma 3's local ones) get the same kernels reading the cache's sliding
 page table. Inline rotary (`rotary_mode == 1`, RopeMode.INLINE) is not implemented: our models
@@ -98,11 +99,9 @@ def _table_position(length_info, b, pos, window: int):
 # j % DECODE_SPLIT), each running an online softmax for every query head that shares the KV head;
 # the partial results are merged through workgroup memory once, at the end. On SwiftShader a
 # workgroup runs on one CPU thread, 4 invocations to an instruction, and a load whose address
-# differs between invocations is a gather that costs about what the arithmetic on it costs: one
-# workgroup per KV head, its 4 threads a whole SIMD group, keeps every lane busy, reads each
-# cached value once for all the query heads of its group, and spreads the KV heads over the
-# CPU's cores. Measured on SwiftShader (SmolLM2-135M, a 128-token prompt): a decode step's
-# attention took 25.7 ms with one thread per query head, 15.2 ms with 4 threads per query head.
+# differs between invocations is a gather: one workgroup per KV head, its 4 threads a whole SIMD
+# group, keeps every lane busy, reads each cached value once for all the query heads of its
+# group, and spreads the KV heads over the CPU's cores (measurements: docs/kernels.md).
 DECODE_SPLIT = 4
 
 
