@@ -121,3 +121,38 @@ def test_prompt_tokens_argument():
     for bad in ("16,x", "0", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             _int_list(bad)
+
+
+def test_gpu_time_replays_the_decode_gemvs_in_one_pass(tiny_site):
+    """--gpu-time times each quantized decode GEMV twice: each dispatch in its own pass, and all
+    of a kernel's dispatches (one per layer) replayed back to back in one pass. The bytes the
+    replay counts are the bound buffers' sizes, checked here against the weights the build wrote."""
+    options = BenchOptions(
+        target=str(tiny_site),
+        prompt_tokens=(16,),
+        gen_tokens=2,
+        runs=1,
+        gpu_time=True,
+        bandwidth_bytes=4 << 20,
+        microbench_min_ms=20,
+    )
+    report = run_bench(options)
+    (model,) = report["models"]
+    gemvs = model["gpu_time"]["decode_gemvs"]
+    cache = json.loads((tiny_site / "models" / MODEL / "tensor-cache.json").read_text())
+    records = [r for shard in cache["records"] for r in shard["records"]]
+    quantized = [r for r in records if r["name"].split(".")[-1].startswith("q_")]
+    layers = len({r["name"].split(".")[2] for r in records if r["name"].startswith("model.layers.")})
+    in_layers = sum(r["nbytes"] for r in quantized if r["name"].startswith("model.layers."))
+    every = sum(r["nbytes"] for r in quantized)
+    assert gemvs["kernels"] and all(k["each_waits_for_the_last"] for k in gemvs["kernels"].values())
+    for kernel in gemvs["kernels"].values():
+        assert (
+            kernel["calls_per_step"] in (1, layers) and kernel["distinct_weights"] == kernel["calls_per_step"]
+        )
+        assert kernel["us_per_call_in_one_pass"] > 0 and kernel["us_per_call_each_in_its_pass"] > 0
+    # Every layer's matrices are read once a step; the head too; activations are small.
+    calls = sum(k["calls_per_step"] for k in gemvs["kernels"].values())
+    assert in_layers < gemvs["read_bytes_per_step"] <= every + calls * (64 << 10)
+    assert 0 < gemvs["bandwidth_fraction_in_one_pass"] and 0 < gemvs["bandwidth_fraction_each_in_its_pass"]
+    assert "decode GEMVs:" in format_report(report)

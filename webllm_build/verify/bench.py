@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -265,6 +266,8 @@ def _bench_model(
 # Decode steps timed kernel by kernel: few enough that every pass of a prefill and the steps fits
 # the profiler's 2048 timestamp pairs.
 TIMED_DECODE_STEPS = 3
+# The quantized matrix-vector products of a decode step, by TIR kernel name (dlight's and ours).
+QUANTIZED_GEMV = re.compile(r"dequantize_matmul|q4_gemv")
 
 
 def _gpu_time(
@@ -274,6 +277,7 @@ def _gpu_time(
     reply TIMED_DECODE_STEPS tokens longer, a decode step. None where the adapter cannot time.
     The engine runs in the page, not in a browser's worker, so the profiler sees its dispatches."""
     page = SitePage(browser, url, timeout_s=options.timeout_s, engine_in_page=True)
+    request = {"messages": messages, "temperature": 0, "ignore_eos": True}
     try:
         profiling.install(page.page, page.log)
         if page.load(model_id)["error"]:
@@ -281,22 +285,24 @@ def _gpu_time(
         # An untimed reply first: the first use of each buffer and pipeline costs extra GPU time
         # (measured on the H200: without it a decode step came out negative).
         page.reset()
-        page.create({"messages": messages, "max_tokens": 2, "temperature": 0, "ignore_eos": True})
+        page.create({**request, "max_tokens": 2})
         timed = []
         for tokens in (1, 1 + TIMED_DECODE_STEPS):
             page.reset()
             profiling.reset(page.page, page.log, timing=True)
-            reply = page.create(
-                {"messages": messages, "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
-            )
+            reply = page.create({**request, "max_tokens": tokens})
             profile = profiling.collect(page.page, page.log)
             if reply["error"] or not profile["timed_ns"] or profile["untimed"]:
                 return None
             timed.append(profile)
+        prefill, longer = (t["timed_ns"] for t in timed)
+        per_step = {k: (ns - prefill.get(k, 0)) / TIMED_DECODE_STEPS / 1e6 for k, ns in longer.items()}
+        steps = {
+            k: (n - timed[0]["counts"].get(k, 0)) / TIMED_DECODE_STEPS for k, n in timed[1]["counts"].items()
+        }
+        gemvs = _gemvs_in_one_pass(page, request, steps, per_step)
     finally:
         page.close()
-    prefill, longer = (t["timed_ns"] for t in timed)
-    per_step = {k: (ns - prefill.get(k, 0)) / TIMED_DECODE_STEPS / 1e6 for k, ns in longer.items()}
     top = sorted(per_step.items(), key=lambda kv: -kv[1])[:12]
     return {
         "prefill_ms": sum(prefill.values()) / 1e6,
@@ -304,6 +310,54 @@ def _gpu_time(
         "decode_ms_per_token": sum(per_step.values()),
         "decode_dispatches_per_token": (timed[1]["dispatches"] - timed[0]["dispatches"]) / TIMED_DECODE_STEPS,
         "decode_ms_by_kernel": {name: round(ms, 4) for name, ms in top},
+        "decode_gemvs": gemvs,
+    }
+
+
+def _gemvs_in_one_pass(
+    page: SitePage,
+    request: dict[str, Any],
+    calls_per_step: dict[str, float],
+    ms_per_step: dict[str, float],
+) -> dict[str, Any] | None:
+    """The decode step's quantized GEMVs timed as the engine runs them, in one compute pass: a
+    reply's dispatches are recorded, then each GEMV kernel's dispatches (each layer's weights
+    once) are replayed back to back in one timed pass. Timing every dispatch in its own pass (the
+    per-kernel profile) adds each pass's fixed cost, several microseconds on an H100, to every
+    call; the bandwidth microbenchmark is timed over many dispatches in one pass, as this is."""
+    names = [k for k, calls in calls_per_step.items() if calls > 0 and QUANTIZED_GEMV.search(k)]
+    if not names:
+        return None
+    page.reset()
+    profiling.record(page.page, page.log, on=True)
+    reply = page.create({**request, "max_tokens": 1 + TIMED_DECODE_STEPS})
+    profiling.record(page.page, page.log, on=False)
+    if reply["error"]:
+        return None
+    replayed = profiling.replay(page.page, page.log, "^(" + "|".join(map(re.escape, names)) + ")$")
+    kernels = {}
+    for name in names:
+        r = replayed.get(name)
+        if not r:
+            return None
+        kernels[name] = {
+            "calls_per_step": calls_per_step[name],
+            "distinct_weights": r["dispatches"],
+            "read_bytes_per_call": r["read_bytes"] / r["dispatches"],
+            "us_per_call_in_one_pass": r["ns"] / r["dispatches"] / 1e3,
+            "us_per_call_each_in_its_pass": ms_per_step[name] * 1e3 / calls_per_step[name],
+            "each_waits_for_the_last": r["each_waits_for_the_last"],
+        }
+    read = sum(k["read_bytes_per_call"] * k["calls_per_step"] for k in kernels.values())
+    one_pass = sum(k["us_per_call_in_one_pass"] * k["calls_per_step"] for k in kernels.values())
+    own_pass = sum(ms_per_step[name] for name in names) * 1e3
+    return {
+        "read_bytes_per_step": read,
+        "us_per_step_in_one_pass": one_pass,
+        "us_per_step_each_in_its_pass": own_pass,
+        "gb_per_s_in_one_pass": read / one_pass / 1e3,
+        "gb_per_s_each_in_its_pass": read / own_pass / 1e3,
+        "kernels": kernels,
     }
 
 
@@ -311,6 +365,10 @@ def _with_roofline(model: dict[str, Any], micro: dict[str, Any]) -> dict[str, An
     bandwidth = micro["bandwidth"]["gb_per_s"] * 1e9
     rates = model["decode_tokens_per_s"]["values"]
     values = [None if v is None else model["weight_bytes"] * v / bandwidth for v in rates]
+    gemvs = (model.get("gpu_time") or {}).get("decode_gemvs")
+    if gemvs:
+        gemvs["bandwidth_fraction_in_one_pass"] = gemvs["gb_per_s_in_one_pass"] * 1e9 / bandwidth
+        gemvs["bandwidth_fraction_each_in_its_pass"] = gemvs["gb_per_s_each_in_its_pass"] * 1e9 / bandwidth
     return {**model, "decode_bandwidth_fraction": spread(values)}
 
 
@@ -409,6 +467,13 @@ def format_report(report: dict[str, Any]) -> str:
                 f"decode {gpu['decode_ms_per_token']:.3f} ms per token "
                 f"({gpu['decode_dispatches_per_token']:.0f} dispatches)"
             )
+            gemvs = gpu.get("decode_gemvs")
+            if gemvs and "bandwidth_fraction_in_one_pass" in gemvs:
+                lines.append(
+                    f"  decode GEMVs: {gemvs['us_per_step_in_one_pass']:.0f} us per token in one pass, "
+                    f"{gemvs['bandwidth_fraction_in_one_pass'] * 100:.1f}% of the bandwidth roofline "
+                    f"({gemvs['bandwidth_fraction_each_in_its_pass'] * 100:.1f}% timed each in its own pass)"
+                )
         c = m["constrained_decode"]
         lines.append(
             f"  constrained decode (JSON Schema): {_fmt(_median(c['constrained_tokens_per_s']))} tok/s "
