@@ -141,7 +141,19 @@ function gemvWgsl(n, k, variant) {
     lines.push(`let xg${u} = xq[g${u}]; d${u} = xg${u}.x * (f32(t) - 7.0 * xg${u}.y); }`);
     return lines.join(" ");
   };
-  const dot = { g: dotGlobal, s: dotStaged, l: dotLoads, f: (u) => dotF32(u, false), p: (u) => dotF32(u, true), i: dotInt }[mode];
+  // "j": x as 15-bit integers a group, in two int8 planes (q = 256 * high + low): four
+  // dot4I8Packed a word, activations as precise as f16's near a group's largest value.
+  const dotInt2 = (u) => {
+    const lines = [`{ let xa = x[g${u} * 4u]; let xb = x[g${u} * 4u + 1u]; let xc = x[g${u} * 4u + 2u]; let xd = x[g${u} * 4u + 3u]; var th = 0; var tl = 0;`];
+    for (let w = 0; w < 4; w++) {
+      const [hi, lo] = w < 2 ? ["xa", "xc"] : ["xb", "xd"], c = (w % 2) * 2;
+      lines.push(`{ let e = q${u}[${w}] & 0x0F0F0F0Fu; let o = (q${u}[${w}] >> 4u) & 0x0F0F0F0Fu;`);
+      lines.push(`th += dot4I8Packed(e, ${hi}[${c}]) + dot4I8Packed(o, ${hi}[${c + 1}]); tl += dot4I8Packed(e, ${lo}[${c}]) + dot4I8Packed(o, ${lo}[${c + 1}]); }`);
+    }
+    lines.push(`let xg${u} = xq[g${u}]; d${u} = xg${u}.x * (f32(th * 256 + tl) - 7.0 * xg${u}.y); }`);
+    return lines.join(" ");
+  };
+  const dot = { j: dotInt2, g: dotGlobal, s: dotStaged, l: dotLoads, f: (u) => dotF32(u, false), p: (u) => dotF32(u, true), i: dotInt }[mode];
   const body = [];
   for (let u = 0; u < U; u++) body.push(`let g${u} = lane + (i * ${U}u + ${u}u) * ${L}u; let q${u} = w[base + g${u}]; let s${u} = f32(s[base + g${u}]);`);
   for (let u = 0; u < U; u++) body.push(`var d${u} = 0.0;\n        ${dot(u)}\n        acc = fma(s${u}, d${u}, acc);`);
@@ -157,9 +169,9 @@ function gemvWgsl(n, k, variant) {
   return `enable f16;
   @group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
   @group(0) @binding(1) var<storage, read> s: array<f16>;
-  @group(0) @binding(2) var<storage, read> x: array<${{ f: "vec4<f32>", p: "vec4<f32>", i: "vec4<u32>" }[mode] ?? "vec4<f16>"}>;
+  @group(0) @binding(2) var<storage, read> x: array<${{ f: "vec4<f32>", p: "vec4<f32>", i: "vec4<u32>", j: "vec4<u32>" }[mode] ?? "vec4<f16>"}>;
   @group(0) @binding(3) var<storage, read_write> y: array<f16>;
-  ${mode === "i" ? "@group(0) @binding(4) var<storage, read> xq: array<vec2<f32>>;" : ""}
+  ${mode === "i" || mode === "j" ? "@group(0) @binding(4) var<storage, read> xq: array<vec2<f32>>;" : ""}
   var<workgroup> part: array<f32, ${L * R}>;
   ${mode === "s" ? `var<workgroup> xs: array<vec4<f32>, ${k / 4}>;` : ""}
   @compute @workgroup_size(${L * R})
@@ -326,7 +338,34 @@ const xByMode = { g: x };
     groups[2 * g] = scale;
     groups[2 * g + 1] = sum;
   }
-  for (const [mode, data] of [["f", plain], ["p", pre], ["i", packed], ["iq", groups]]) {
+  // Two int8 planes: q = 256 * high + low, |q| <= 127 * 256, low in -128..127; per group the
+  // high plane's 8 words (even, odd elements as above), then the low plane's.
+  const planes = new Uint32Array(8192 / 2), groups2 = new Float32Array((8192 / 32) * 2);
+  for (let g = 0; g < 8192 / 32; g++) {
+    let peak = 0;
+    for (let j = 0; j < 32; j++) peak = Math.max(peak, Math.abs(plain[g * 32 + j]));
+    const scale = Math.fround(peak / (127 * 256) || 1);
+    const q = [], high = [], low = [];
+    let sum = 0;
+    for (let j = 0; j < 32; j++) {
+      q.push(Math.round(plain[g * 32 + j] / scale));
+      high.push(Math.floor((q[j] + 128) / 256));
+      low.push(q[j] - 256 * high[j]);
+      sum += q[j];
+    }
+    for (const [plane, values] of [[0, high], [1, low]]) {
+      for (let w = 0; w < 4; w++) {
+        for (let half = 0; half < 2; half++) {
+          let word = 0;
+          for (let b = 0; b < 4; b++) word |= (values[w * 8 + 2 * b + half] & 0xff) << (8 * b);
+          planes[g * 16 + plane * 8 + w * 2 + half] = word >>> 0;
+        }
+      }
+    }
+    groups2[2 * g] = scale;
+    groups2[2 * g + 1] = sum;
+  }
+  for (const [mode, data] of [["f", plain], ["p", pre], ["i", packed], ["iq", groups], ["j", planes], ["jq", groups2]]) {
     xByMode[mode] = storage(data.byteLength);
     device.queue.writeBuffer(xByMode[mode], 0, data);
   }
@@ -375,7 +414,7 @@ for (const [layer, [n, k]] of Object.entries(LAYERS)) {
         { binding: 1, resource: { buffer: scales, offset: c * scaleBytes, size: scaleBytes } },
         { binding: 2, resource: { buffer: xByMode[variant[3]] ?? x, size: variant[3] === "i" ? k : ["f", "p"].includes(variant[3]) ? k * 4 : k * 2 } },
         { binding: 3, resource: { buffer: y } },
-        ...(variant[3] === "i" ? [{ binding: 4, resource: { buffer: xByMode.iq, size: (k / 32) * 8 } }] : []),
+        ...(["i", "j"].includes(variant[3]) ? [{ binding: 4, resource: { buffer: xByMode[variant[3] + "q"], size: (k / 32) * 8 } }] : []),
       ],
     }));
     const launch = (pass, i) => { pass.setPipeline(p); pass.setBindGroup(0, groups[i % copies]); pass.dispatchWorkgroups(n / R); };
