@@ -94,7 +94,7 @@ function f16Value(bits) {
 // (the word's high half shifted once) and made a float by one OR and one subtraction; "l" only
 // loads the weights (the ceiling of the kernel's memory side).
 function gemvWgsl(n, k, variant) {
-  if (variant[3] === "m") return gemvRowsAThread(n, k, variant);
+  if (["m", "J"].includes(variant[3])) return gemvRowsAThread(n, k, variant);
   const [L, R, U, mode = "g"] = variant;
   const groups = k / 32, iters = groups / (L * U);
   if (!Number.isInteger(iters)) return null;
@@ -191,7 +191,8 @@ function gemvWgsl(n, k, variant) {
 
 // Mode "m": as "g", but a thread takes T rows, so the activations it loads and converts for a
 // group serve T rows' weights (L1 traffic for x falls T times). A workgroup has L * R / T threads.
-function gemvRowsAThread(n, k, [L, R, U, , T]) {
+// Mode "J": "j"'s two int8 planes, T rows a thread.
+function gemvRowsAThread(n, k, [L, R, U, mode, T]) {
   const groups = k / 32, iters = groups / (L * U), threads = (L * R) / T;
   if (!Number.isInteger(iters) || !Number.isInteger(threads)) return null;
   const body = [];
@@ -199,7 +200,21 @@ function gemvRowsAThread(n, k, [L, R, U, , T]) {
     body.push(`let g${u} = lane + (i * ${U}u + ${u}u) * ${L}u;`);
     for (let t = 0; t < T; t++) body.push(`let q${u}_${t} = w[base + ${t * groups}u + g${u}]; let s${u}_${t} = f32(s[base + ${t * groups}u + g${u}]);`);
   }
-  for (let u = 0; u < U; u++) {
+  for (let u = 0; u < U && mode === "J"; u++) {
+    body.push(`{ let xa = x[g${u} * 4u]; let xb = x[g${u} * 4u + 1u]; let xc = x[g${u} * 4u + 2u]; let xd = x[g${u} * 4u + 3u]; let xg = xq[g${u}];`);
+    for (let t = 0; t < T; t++) {
+      const lines = ["var th = 0; var tl = 0;"];
+      for (let w = 0; w < 4; w++) {
+        const [hi, lo] = w < 2 ? ["xa", "xc"] : ["xb", "xd"], c = (w % 2) * 2;
+        lines.push(`{ let e = q${u}_${t}[${w}] & 0x0F0F0F0Fu; let o = (q${u}_${t}[${w}] >> 4u) & 0x0F0F0F0Fu;`);
+        lines.push(`th += dot4I8Packed(e, ${hi}[${c}]) + dot4I8Packed(o, ${hi}[${c + 1}]); tl += dot4I8Packed(e, ${lo}[${c}]) + dot4I8Packed(o, ${lo}[${c + 1}]); }`);
+      }
+      lines.push(`acc${t} = fma(s${u}_${t} * xg.x, f32(th * 256 + tl) - 7.0 * xg.y, acc${t});`);
+      body.push(`{ ${lines.join(" ")} }`);
+    }
+    body.push("}");
+  }
+  for (let u = 0; u < U && mode === "m"; u++) {
     for (let w = 0; w < 4; w++) {
       const lines = [`{ let a = vec4<f32>(x[g${u} * 8u + ${2 * w}u]); let b = vec4<f32>(x[g${u} * 8u + ${2 * w + 1}u]);`];
       for (let t = 0; t < T; t++) {
@@ -214,7 +229,7 @@ function gemvRowsAThread(n, k, [L, R, U, , T]) {
     for (let t = 0; t < T; t++) body.push(`acc${t} = fma(s${u}_${t}, d${u}_${t}, acc${t});`);
   }
   const decl = [];
-  for (let u = 0; u < U; u++) for (let t = 0; t < T; t++) decl.push(`var d${u}_${t} = 0.0;`);
+  for (let u = 0; u < U && mode === "m"; u++) for (let t = 0; t < T; t++) decl.push(`var d${u}_${t} = 0.0;`);
   const tree = [];
   for (let half = L / 2; half >= 1; half /= 2) {
     const adds = Array.from({ length: T }, (_, t) => `part[${t * L}u + slot] += part[${t * L}u + slot + ${half}u];`).join(" ");
@@ -223,8 +238,9 @@ function gemvRowsAThread(n, k, [L, R, U, , T]) {
   return `enable f16;
   @group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
   @group(0) @binding(1) var<storage, read> s: array<f16>;
-  @group(0) @binding(2) var<storage, read> x: array<vec4<f16>>;
+  @group(0) @binding(2) var<storage, read> x: array<${mode === "J" ? "vec4<u32>" : "vec4<f16>"}>;
   @group(0) @binding(3) var<storage, read_write> y: array<f16>;
+  ${mode === "J" ? "@group(0) @binding(4) var<storage, read> xq: array<vec2<f32>>;" : ""}
   var<workgroup> part: array<f32, ${L * R}>;
   @compute @workgroup_size(${threads})
   fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -412,9 +428,9 @@ for (const [layer, [n, k]] of Object.entries(LAYERS)) {
       entries: [
         { binding: 0, resource: { buffer: weights, offset: c * weightBytes, size: weightBytes } },
         { binding: 1, resource: { buffer: scales, offset: c * scaleBytes, size: scaleBytes } },
-        { binding: 2, resource: { buffer: xByMode[variant[3]] ?? x, size: variant[3] === "i" ? k : ["f", "p"].includes(variant[3]) ? k * 4 : k * 2 } },
+        { binding: 2, resource: { buffer: xByMode[variant[3].toLowerCase()] ?? x, size: variant[3] === "i" ? k : ["f", "p"].includes(variant[3]) ? k * 4 : k * 2 } },
         { binding: 3, resource: { buffer: y } },
-        ...(["i", "j"].includes(variant[3]) ? [{ binding: 4, resource: { buffer: xByMode[variant[3] + "q"], size: (k / 32) * 8 } }] : []),
+        ...(["i", "j", "J"].includes(variant[3]) ? [{ binding: 4, resource: { buffer: xByMode[variant[3].toLowerCase() + "q"], size: (k / 32) * 8 } }] : []),
       ],
     }));
     const launch = (pass, i) => { pass.setPipeline(p); pass.setBindGroup(0, groups[i % copies]); pass.dispatchWorkgroups(n / R); };
