@@ -365,11 +365,16 @@ def _with_roofline(model: dict[str, Any], micro: dict[str, Any]) -> dict[str, An
     bandwidth = micro["bandwidth"]["gb_per_s"] * 1e9
     rates = model["decode_tokens_per_s"]["values"]
     values = [None if v is None else model["weight_bytes"] * v / bandwidth for v in rates]
+    model = {**model, "decode_bandwidth_fraction": spread(values)}
     gemvs = (model.get("gpu_time") or {}).get("decode_gemvs")
     if gemvs:
-        gemvs["bandwidth_fraction_in_one_pass"] = gemvs["gb_per_s_in_one_pass"] * 1e9 / bandwidth
-        gemvs["bandwidth_fraction_each_in_its_pass"] = gemvs["gb_per_s_each_in_its_pass"] * 1e9 / bandwidth
-    return {**model, "decode_bandwidth_fraction": spread(values)}
+        gemvs = {
+            **gemvs,
+            "bandwidth_fraction_in_one_pass": gemvs["gb_per_s_in_one_pass"] * 1e9 / bandwidth,
+            "bandwidth_fraction_each_in_its_pass": gemvs["gb_per_s_each_in_its_pass"] * 1e9 / bandwidth,
+        }
+        model["gpu_time"] = {**model["gpu_time"], "decode_gemvs": gemvs}
+    return model
 
 
 def run_bench(options: BenchOptions, log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:

@@ -152,11 +152,12 @@ INSTALL_SCRIPT = """() => {
   // runs a step (one pass, no per-dispatch pass), timestamps at that pass's ends.
   // - A dispatch whose weights (inputs no recorded dispatch writes) an earlier one already read
   //   (a later decode step's same layer) is left out: each pass reads every weight once.
-  // - Every dispatch of a kernel writes the first one's output buffers, so that each waits for
-  //   the one before it (the runtime puts a barrier between two writes of a buffer), as a
-  //   model's dispatches, each reading the last one's output, do; none overlaps the next.
+  // - Every dispatch of a kernel writes one scratch output, so that each waits for the one
+  //   before it (the runtime puts a barrier between two writes of a buffer), as a model's
+  //   dispatches, each reading the last one's output, do; none overlaps the next.
   P.replay = async (pattern) => {
     const device = P.device, regex = new RegExp(pattern);
+    const bound = (e) => e.resource.size ?? e.resource.buffer.size - (e.resource.offset || 0);
     // A weight: an input no recorded dispatch writes (activations and caches are written).
     const kindOf = (desc, e) => layouts.get(desc?.layout)?.find((l) => l.binding === e.binding)?.buffer?.type;
     const computed = new Set();
@@ -167,12 +168,10 @@ INSTALL_SCRIPT = """() => {
     const byName = new Map();
     for (const record of P.records) {
       if (!regex.test(record.name)) continue;
-      const desc = groups.get(record.group), entries = layouts.get(desc?.layout);
-      if (!desc || !entries) continue;
+      const desc = groups.get(record.group);
+      if (!desc || !layouts.has(desc.layout)) continue;
       const bindings = desc.entries.filter((e) => !shadows.has(e.resource?.buffer));
-      const kind = (e) => kindOf(desc, e);
-      const size = (e) => e.resource.size ?? e.resource.buffer.size - (e.resource.offset || 0);
-      const inputs = bindings.filter((e) => kind(e) === "read-only-storage");
+      const inputs = bindings.filter((e) => kindOf(desc, e) === "read-only-storage");
       if (!inputs.length) continue;
       const weights = inputs.map((e) => e.resource.buffer).filter((b) => !computed.has(b));
       const weight = weights.map(bufferKey).sort((a, b) => a - b).join(",");
@@ -181,18 +180,16 @@ INSTALL_SCRIPT = """() => {
       if (kernel.weights.has(weight)) continue;
       kernel.weights.add(weight);
       kernel.records.push(record);
-      kernel.readBytes += inputs.reduce((n, e) => n + size(e), 0);
-      record.inputs = inputs.map((e) => e.resource.buffer);
-      record.outputs = bindings.filter((e) => kind(e) === "storage");
+      kernel.readBytes += inputs.reduce((n, e) => n + bound(e), 0);
+      record.outputs = bindings.filter((e) => kindOf(desc, e) === "storage");
     }
     const kernels = [...byName.entries()];
     if (!kernels.length) return {};
     const stride = Math.max(256, device.limits.minUniformBufferOffsetAlignment);
     const all = kernels.flatMap(([, k]) => k.records);
-    const usage = GPUBufferUsage, size = all.length * stride;
-    const uniforms = device.createBuffer({ size, usage: usage.UNIFORM | usage.COPY_DST });
+    const usage = GPUBufferUsage, uniformBytes = all.length * stride;
+    const uniforms = device.createBuffer({ size: uniformBytes, usage: usage.UNIFORM | usage.COPY_DST });
     const replayed = new Map();
-    const bound = (e) => e.resource.size ?? e.resource.buffer.size - (e.resource.offset || 0);
     const scratch = [];
     for (const [, kernel] of kernels) {
       // One output buffer per binding for all of the kernel's dispatches, never an input.
@@ -208,7 +205,7 @@ INSTALL_SCRIPT = """() => {
         shared.set(binding, buffer);
       }
       for (const record of kernel.records) {
-        const i = all.indexOf(record);
+        const i = replayed.size; // the record's slot in `uniforms`, in the order of `all`
         const outputs = new Map();
         for (const out of record.outputs) {
           const resource = { buffer: shared.get(out.binding), size: bound(out) };
