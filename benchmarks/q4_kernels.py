@@ -3,7 +3,8 @@
 Compiles Phi-3.5-mini's linear layers (q4f16_1: qkv, o_proj + residual, gate_up, down +
 residual, lm_head) for a 512-token prompt, as dlight's `Matmul` schedules them and as
 compiler/q4_gpu.py's kernel in the tilings given, and for one token (decoding) as dlight's
-`MultiRowGEMV` and q4_gpu.py's GEMV in the tilings given, into a JSON file of WGSL, buffers
+`MultiRowGEMV` and q4_gpu.py's GEMVs (f32 and vec4 loads, and gpu-dot4's two-plane integer
+one) in the tilings given, into a JSON file of WGSL, buffers
 and launch grids; q4_kernels.js then runs them all in one Deno process on the same random
 inputs, checks sampled outputs of every kernel (dlight's included) against a float64 sum on the
 CPU, and times each (GPU timestamps around many launches in one compute pass, cycling through
@@ -167,6 +168,11 @@ def main() -> int:
             decode = fused_matmul(k, n, residual, 1, args.quantization)
             buffers = _param_buffers(decode)
             entries.append(kernel_entry(name, "multirow", _multirow_gemv(decode), buffers, 1, residual))
+            for tiling in gemv_tilings if args.gemv else [q4_gpu.TWO_PLANE_GEMV]:
+                kernel = q4_gpu.gemv_two_plane_kernel(match_q4_matmul(decode), decode, tiling)
+                if kernel is not None:
+                    variant = f"two_plane{tuple(vars(tiling).values())}"
+                    entries.append(kernel_entry(name, variant, kernel, buffers, 1, residual))
             for tiling in gemv_tilings:
                 kernel = q4_gpu.gemv_kernel(match_q4_matmul(decode), decode, tiling)
                 if kernel is None:

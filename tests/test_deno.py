@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ from conftest import run_cli
 from webllm_build.build import plan_and_build
 from webllm_build.plan import BuildOptions
 from webllm_build.serve import serve_in_background
-from webllm_build.verify.browser import launch_runtime
+from webllm_build.verify.browser import launch_runtime, write_harness
 from webllm_build.verify.reference import hf_greedy_logprobs, hf_last_logits, load_reference, requantize_
 from webllm_build.verify.sitepage import SitePage
 from webllm_build.verify.testing import PageModel, stage_models
@@ -166,6 +167,11 @@ DECODE_STEPS = 4
 F16_LOGIT_BOUND = 8e-2
 
 
+# The 4-bit builds also get the gpu-dot4 kernels (integer dot products for decoding), listed
+# first: lavapipe is no fallback adapter, so the page takes gpu-dot4 where Deno compiles it.
+SCHEDULES = {"q4f16_1": ("gpu-dot4", "gpu"), "q0f16": ("gpu",)}
+
+
 @pytest.fixture(scope="module")
 def f16_site(tmp_path_factory, wasm_runtime):
     """Tiny Llama, Phi, Phi-3, Qwen2 and Gemma 3 as q4f16_1 and q0f16 (gpu kernels: lavapipe is no
@@ -178,15 +184,20 @@ def f16_site(tmp_path_factory, wasm_runtime):
     models = {
         f"{name}-{quant}": plan_and_build(
             BuildOptions(
-                model=str(path), quantization=quant, prefill_chunk=4, target="webgpu", schedules=("gpu",)
+                model=str(path),
+                quantization=quant,
+                prefill_chunk=4,
+                target="webgpu",
+                schedules=SCHEDULES[quant],
             ),
             root / f"out-{name}-{quant}",
         ).directory
         for name, path in checkpoints.items()
         for quant in F16_QUANTS
     }
-    with serve_in_background(stage_models(root / "site", models)) as url:
-        yield url, checkpoints
+    site = stage_models(root / "site", models)
+    with serve_in_background(site) as url:
+        yield url, checkpoints, site
 
 
 def _f16_reference(checkpoint, quant: str):
@@ -202,13 +213,14 @@ def _f16_reference(checkpoint, quant: str):
     return model
 
 
-@pytest.mark.parametrize("quant", F16_QUANTS)
+@pytest.mark.parametrize(("quant", "schedule"), [(q, c) for q in F16_QUANTS for c in SCHEDULES[q]])
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
-def test_f16_builds_match_transformers_under_deno(f16_site, deno, architecture, quant):
-    url, checkpoints = f16_site
+def test_f16_builds_match_transformers_under_deno(f16_site, deno, architecture, quant, schedule):
+    url, checkpoints, _ = f16_site
     reference = _f16_reference(checkpoints[architecture], quant)
-    model = PageModel.loaded(deno, url, f"{architecture}-{quant}")
+    model = PageModel.loaded(deno, url, f"{architecture}-{quant}", schedule=schedule)
     try:
+        assert model._eval("() => model.schedule") == schedule
         sequence = list(PROMPT)
         logits = model.prefill(sequence)
         errors = []
@@ -220,5 +232,36 @@ def test_f16_builds_match_transformers_under_deno(f16_site, deno, architecture, 
                 logits = model.decode(sequence[-1])
     finally:
         model.page.close()
-    print(f"{architecture} {quant} under Deno: largest |logit| error {max(errors):.2e}")
+    print(f"{architecture} {quant} ({schedule}) under Deno: largest |logit| error {max(errors):.2e}")
     assert max(errors) < F16_LOGIT_BOUND
+
+
+def test_page_takes_the_first_class_whose_wgsl_the_runtime_compiles(f16_site, deno, tmp_path):
+    """Deno's wgpu lists no packed_4x8_integer_dot_product among its WGSL language features but
+    compiles dot4I8Packed: the page tries the feature, and the gpu-dot4 library loads. A class
+    whose feature the runtime lacks (the index edited to ask for one no browser has) is passed
+    over for the next class built for the adapter; asked for by name, it is a missing-feature
+    error that says what to do."""
+    url, _, site = f16_site
+    model = PageModel.loaded(deno, url, "llama-q4f16_1")
+    try:
+        assert model._eval("() => model.schedule") == "gpu-dot4"
+    finally:
+        model.page.close()
+    edited = tmp_path / "site" / "llama"
+    shutil.copytree(site / "llama-q4f16_1", edited)
+    index = json.loads((edited / "webllm-model.json").read_text())
+    for entry in index["schedule_classes"].values():
+        entry["adapter"] = "fallback"  # lavapipe is one: both classes now compete for it
+    index["schedule_classes"]["gpu-dot4"]["wgsl_features"] = ["a_feature_no_browser_has"]
+    (edited / "webllm-model.json").write_text(json.dumps(index))
+    write_harness(tmp_path / "site")
+    with serve_in_background(tmp_path / "site") as edited_url:
+        model = PageModel.loaded(deno, edited_url, "llama")
+        try:
+            assert model._eval("() => model.schedule") == "gpu"
+            error = model.load(schedule="gpu-dot4")["error"]
+        finally:
+            model.page.close()
+    assert error["code"] == "missing-feature"
+    assert "a_feature_no_browser_has" in error["message"] and "--schedules" in error["message"]

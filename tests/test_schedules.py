@@ -113,6 +113,20 @@ def test_gpu_class_prompt_matmuls_are_the_tiled_kernel():
     assert decode and all("var<workgroup> xs" not in k and "f32(i32(" in k for k in decode)
 
 
+def test_gpu_dot4_class_decodes_with_integer_dot_products():
+    """gpu-dot4's one-token 4-bit matmuls stage the activations as two int8 planes and multiply
+    with dot4I8Packed; its prompt matmuls stay the gpu class's; asymmetric schemes' GEMVs (a
+    minimum per group) stay dlight's (numerics: tests/test_deno.py against transformers)."""
+    wgsl = _wgsl("gpu-dot4", 1)
+    decode = _matmul_kernels(wgsl)
+    assert len(decode) == 2 and wgsl.count("var<workgroup> planes") == 2
+    for kernel in decode:  # four a word of weights: high and low plane, even and odd nibbles
+        assert kernel.count("dot4I8Packed(") % 4 == 0 and "dot4I8Packed(" in kernel
+    assert _matmul_kernels(_wgsl("gpu-dot4", "seq_len")) == _matmul_kernels(_wgsl("gpu", "seq_len"))
+    asymmetric = _matmul_kernels(_wgsl("gpu-dot4", 1, wide=True))
+    assert len(asymmetric) == 2 and all("dot4I8Packed" not in k and "f32(i32(" in k for k in asymmetric)
+
+
 def _loop_bodies(wgsl: str) -> list[str]:
     """The text of every loop's body in a WGSL source, by matching braces."""
     bodies = []

@@ -40,7 +40,7 @@ from webllm_build.compiler.attention import AttentionShape
 from webllm_build.compiler.link import link_wasm
 from webllm_build.compiler.pipeline import compile_module
 from webllm_build.compiler.runtime import build_runtime
-from webllm_build.compiler.schedules import SCHEDULE_CLASSES
+from webllm_build.compiler.schedules import SCHEDULE_CLASSES, ScheduleClass
 from webllm_build.compiler.target import cpu_target, webgpu_target
 from webllm_build.convert import checkpoint_fetcher, checkpoint_groups, model_parameters
 from webllm_build.errors import CompileError, WebLLMBuildError
@@ -244,12 +244,20 @@ def build_model(plan: ModelPlan, out: Path, log: Callable[[str], None] = lambda 
         if options.target == "webgpu":
             index_extra["schedules"] = list(classes)
             # What the page needs to pick a library for its adapter (web/src/model.ts).
-            index_extra["schedule_classes"] = {c: {"adapter": SCHEDULE_CLASSES[c].adapter} for c in classes}
+            index_extra["schedule_classes"] = {c: _class_entry(SCHEDULE_CLASSES[c]) for c in classes}
             for c in classes[1:]:
                 files[f"library:{c}"] = content_hashed_copy(libraries[c], tmp, "model")
             files[f"library:{classes[0]}"] = files["library"]
         write_model_index(tmp, files, index_extra)
     return BuiltModel(out, out / files["library"], settings)
+
+
+def _class_entry(schedule: ScheduleClass) -> dict:
+    """What the page reads of a schedule class to pick a library (web/src/model.ts)."""
+    entry: dict = {"adapter": schedule.adapter}
+    if schedule.wgsl_features:
+        entry["wgsl_features"] = list(schedule.wgsl_features)
+    return entry
 
 
 def plan_and_build(

@@ -144,7 +144,9 @@ def _check(args: argparse.Namespace) -> int:
 
 SCHEDULES_HELP = (
     "WebGPU kernel schedule classes, one library each, comma-separated: gpu (real GPUs), "
-    "cpu-emulated (SwiftShader-like fallback adapters); the page picks by its adapter "
+    "gpu-dot4 (real GPUs, integer dot products for decoding; needs WGSL's "
+    "packed_4x8_integer_dot_product), cpu-emulated (SwiftShader-like fallback adapters); the "
+    "page takes the first listed for its adapter that its browser compiles "
     "(default: gpu,cpu-emulated)"
 )
 RANDOM_WEIGHTS_HELP = (

@@ -7,7 +7,7 @@ import { GreedyRun, type GpuDecoder } from "./greedy_run";
 import { EngineError } from "./errors";
 import { deviceLostError, loadLibrary, type LoadedLibrary } from "./library";
 import { loadWeights, type LoadProgress, type LoadWeightsOptions, type TensorManifest } from "./weights";
-import { probeWebGPU } from "./webgpu";
+import { probeWebGPU, wgslFeatureAvailable } from "./webgpu";
 
 // Mirrors webllm-model.json, the one fixed-name file of a model directory (webllm_build/artifacts.py).
 export interface ModelIndex {
@@ -26,6 +26,8 @@ export interface ModelIndex {
 export interface ScheduleClass {
   // "fallback": an adapter that reports isFallbackAdapter (SwiftShader and other CPU emulations).
   adapter: "hardware" | "fallback";
+  // WGSL language features its kernels use; a class the browser cannot compile is passed over.
+  wgsl_features?: string[];
 }
 
 // The classes of builds whose index predates `schedule_classes`.
@@ -34,16 +36,21 @@ const OLDER_BUILDS_CLASSES: Record<string, ScheduleClass> = {
   "cpu-emulated": { adapter: "fallback" },
 };
 
-// Which library of the index suits this browser's adapter (see webllm_build/compiler/schedules.py):
-// the first class built for this kind of adapter; the default library where none is. `forced`
-// picks a class whatever the adapter (tests run both classes on one machine).
+// Which library of the index suits this browser (see webllm_build/compiler/schedules.py): the
+// first class built for this kind of adapter whose WGSL the browser compiles; the default library
+// where none is. `forced` picks a class whatever the adapter (tests run every class on one machine).
 export async function libraryRole(index: ModelIndex, forced?: string): Promise<string> {
   const built = index.schedules ?? [];
+  const classes = index.schedule_classes ?? OLDER_BUILDS_CLASSES;
   let wanted = forced;
   if (wanted === undefined && built.length > 1) {
     const adapter = (await probeWebGPU()).isFallbackAdapter ? "fallback" : "hardware";
-    const classes = index.schedule_classes ?? OLDER_BUILDS_CLASSES;
-    wanted = built.find((name) => classes[name]?.adapter === adapter);
+    for (const name of built) {
+      if (classes[name]?.adapter === adapter && (await missingWgsl(classes[name])) === undefined) {
+        wanted = name;
+        break;
+      }
+    }
   }
   if (wanted !== undefined && !built.includes(wanted)) {
     throw new EngineError(
@@ -51,7 +58,25 @@ export async function libraryRole(index: ModelIndex, forced?: string): Promise<s
       `This model has no "${wanted}" kernels (built: ${built.join(", ") || "the default only"}).`,
     );
   }
+  const chosen = wanted ?? built[0];
+  const missing = chosen === undefined ? undefined : await missingWgsl(classes[chosen]);
+  if (missing !== undefined) {
+    throw new EngineError(
+      "missing-feature",
+      `This browser's WebGPU does not compile WGSL's ${missing}, which the model's "${chosen}" kernels ` +
+        `use. Rebuild the site with the default schedules (webllm_build site without --schedules), ` +
+        `which add the "gpu" kernels, or use a browser that has it (Chrome 123 or later).`,
+    );
+  }
   return wanted === undefined ? "library" : `library:${wanted}`;
+}
+
+// The first WGSL language feature a class's kernels use that this browser does not compile.
+async function missingWgsl(schedule: ScheduleClass | undefined): Promise<string | undefined> {
+  for (const feature of schedule?.wgsl_features ?? []) {
+    if (!(await wgslFeatureAvailable(feature))) return feature;
+  }
+  return undefined;
 }
 
 // Mirrors webllm-config-<hash>.json, written by webllm_build/compile.py (snake_case on purpose).

@@ -100,6 +100,42 @@ export async function probeWebGPU(): Promise<AdapterReport> {
   };
 }
 
+// A shader per WGSL language feature that some kernels use (webllm_build/compiler/schedules.py,
+// `wgsl_features`). navigator.gpu.wgslLanguageFeatures is asked first, but it can leave out what
+// the compiler accepts (Deno 2.9's wgpu compiles dot4I8Packed and lists only
+// pointer_composite_access), so a feature it does not list is tried on a throwaway device.
+const WGSL_FEATURE_PROBES: Record<string, string> = {
+  packed_4x8_integer_dot_product: "fn probe(a: u32, b: u32) -> i32 { return dot4I8Packed(a, b); }",
+};
+const wgslAnswers = new Map<string, Promise<boolean>>();
+
+// Whether this browser's WebGPU compiles shaders that use WGSL language `feature`.
+export function wgslFeatureAvailable(feature: string): Promise<boolean> {
+  let answer = wgslAnswers.get(feature);
+  if (!answer) {
+    answer = probeWgslFeature(feature);
+    wgslAnswers.set(feature, answer);
+  }
+  return answer;
+}
+
+async function probeWgslFeature(feature: string): Promise<boolean> {
+  const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
+  if (!gpu) return false;
+  if (gpu.wgslLanguageFeatures?.has(feature)) return true;
+  const code = WGSL_FEATURE_PROBES[feature];
+  const adapter = code === undefined ? null : await requestAdapter(gpu);
+  if (!adapter || adapter === "timeout") return false;
+  const device = await adapter.requestDevice();
+  try {
+    device.pushErrorScope("validation");
+    device.createShaderModule({ code });
+    return (await device.popErrorScope()) === null;
+  } finally {
+    device.destroy();
+  }
+}
+
 // Features the model libraries use where the adapter has them.
 const WANTED_FEATURES: GPUFeatureName[] = ["shader-f16", "subgroups"];
 

@@ -1,4 +1,5 @@
-"""The `gpu` class's 4-bit matmul for prompts (several tokens), written by hand.
+"""The `gpu` class's 4-bit matmul for prompts (several tokens), written by hand; and the
+`gpu-dot4` class's GEMV for one token, with integer dot products (`gemv_two_plane_kernel`).
 
 dlight's `Matmul` rule tiles the fused dequantize-matmul but turns every nibble into a float
 through an int-to-float conversion (a quarter-rate instruction on NVIDIA GPUs), subtracts the
@@ -60,6 +61,9 @@ class GemvTiling:
 
 
 GEMV = GemvTiling()
+# The two-plane GEMV requantizes the activations in every workgroup: more rows a workgroup (16)
+# make that work a smaller share. Not yet tuned on a GPU (docs/kernels.md).
+TWO_PLANE_GEMV = GemvTiling(thread_rows=4)
 
 
 def _nibble_minus(word, b, offset: int):
@@ -345,11 +349,223 @@ def gemv_kernel(match: Q4Matmul, func: tirx.PrimFunc, tiling: GemvTiling = GEMV)
     return func.with_body(kernel.body)
 
 
+# Activations as 15-bit integers a group of ACTIVATION_GROUP values: q = round(x / scale) with
+# |q| <= PLANE_PEAK, split into two int8 planes q = 256 * high + low (high within -127..127, low
+# within -128..127), so that `dot4I8Packed` multiplies four nibbles by four activations exactly.
+ACTIVATION_GROUP = 32
+PLANE_PEAK = 127 * 256
+NIBBLES = 0x0F0F0F0F  # a word's even nibbles, one a byte: the unsigned int8s 0..15
+
+
+def _dot4(a, b):
+    """WGSL's dot4I8Packed: the sum of the products of a's and b's four signed bytes."""
+    return tirx.call_pure_extern("int32", "dot4I8Packed", a, b)
+
+
+def _sum(values):
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
+
+
+def _bytes_packed(values):
+    """Four int32s within -128..127 as the four bytes of a uint32, the first lowest."""
+    word = tirx.bitwise_and(tirx.Cast("uint32", values[0]), tirx.const(0xFF, "uint32"))
+    for i in range(1, 4):
+        byte = tirx.bitwise_and(tirx.Cast("uint32", values[i]), tirx.const(0xFF, "uint32"))
+        word = tirx.bitwise_or(word, tirx.shift_left(byte, tirx.const(8 * i, "uint32")))
+    return word
+
+
+def gemv_two_plane_kernel(
+    match: Q4Matmul, func: tirx.PrimFunc, tiling: GemvTiling = TWO_PLANE_GEMV
+) -> tirx.PrimFunc | None:
+    """One token's 4-bit matmul with integer dot products: `gemv_kernel`'s tiling, but each
+    workgroup stages the activations as 15-bit integers in two int8 planes (with a scale and the
+    integers' sum per word), and a word of 8 nibbles meets them in four `dot4I8Packed`s instead
+    of 8 conversions and 8 multiply-adds.
+
+    Why: a 4-bit GEMV under wgpu is bound by the work per weight, not by the weights' bytes
+    (docs/kernels.md, "what a 4-bit GEMV can reach under wgpu"): int8 activations reached the
+    loads' speed in the lab but changed SmolLM2's answers; 15 bits a group did not
+    (benchmarks/int8_activations.py). The nibbles' offset of 7 comes out of the integer sum:
+    sum((q - 7) * a) = sum(q * a) - 7 * sum(a). Symmetric 4-bit schemes only (None otherwise);
+    the adapter must offer WGSL's packed_4x8_integer_dot_product.
+    """
+    shapes = whole_word_shapes(match)
+    if shapes is None or value_bits(match) != BITS or match.asymmetric:
+        return None
+    rows_total, words, reduce_len, groups = shapes
+    x, weight, scale, out = match.x, match.weight, match.scale, match.out
+    group_size = reduce_len // groups
+    group_words = ACTIVATION_GROUP // VALUES_PER_WORD
+    lanes = math.gcd(words, tiling.lanes)
+    row_threads, thread_rows = tiling.row_threads * (tiling.lanes // lanes), tiling.thread_rows
+    stage = _largest_divisor(words, tiling.stage_words, lanes * group_words // math.gcd(lanes, group_words))
+    if stage is None or thread_rows > lanes:
+        return None
+    threads = lanes * row_threads
+    rows_tile = row_threads * thread_rows
+    row_tiles = (rows_total + rows_tile - 1) // rows_tile
+    loads = (stage + threads - 1) // threads  # staged words a thread
+    per_lane = stage // lanes
+    batch = math.gcd(per_lane, tiling.batch_words)
+    matmul_dtype = match.matmul.dtype
+    zero_index = [tirx.IntImm("int64", 0)] * (len(out.shape) - 1)
+    apply_epilogue(match, tirx.const(0.0, matmul_dtype), [*zero_index, tirx.IntImm("int64", 0)])
+
+    def result(row, acc):
+        return apply_epilogue(match, tirx.Cast(matmul_dtype, acc), [*zero_index, row])
+
+    def row_of(bx, ty, r):  # clamped: a partial last tile loads in bounds
+        return T.min(bx * rows_tile + ty * thread_rows + r, rows_total - 1)
+
+    def word_in_stage(u0, uu, tx):
+        return (u0 * batch + uu) * lanes + tx
+
+    def staged_at(ty, tx, i):
+        return i * threads + ty * lanes + tx
+
+    def activation(x_flat, c, j, b):  # value b of word j of stage c, as f32
+        return T.Cast("float32", x_flat[(c * stage + j) * VALUES_PER_WORD + b])
+
+    def group_peak(peak, j):
+        first = T.floordiv(j, group_words) * group_words
+        largest = peak[first]
+        for w in range(1, group_words):
+            largest = T.max(largest, peak[first + w])
+        return largest
+
+    def high(q):  # floor((q + 128) / 256): an arithmetic shift of an int32
+        return tirx.shift_right(q + tirx.const(128, "int32"), tirx.const(8, "int32"))
+
+    def word_dot(w, planes, j):
+        """sum over the word's nibbles q of q * a, a the word's 8 staged integers."""
+        even = tirx.bitwise_and(w, tirx.const(NIBBLES, "uint32"))
+        odd = tirx.bitwise_and(tirx.shift_right(w, tirx.const(4, "uint32")), tirx.const(NIBBLES, "uint32"))
+        highs = _dot4(even, planes[j]) + _dot4(odd, planes[stage + j])
+        lows = _dot4(even, planes[2 * stage + j]) + _dot4(odd, planes[3 * stage + j])
+        return highs * tirx.const(256, "int32") + lows
+
+    @T.prim_func(s_tir=True, check_well_formed=False)
+    def kernel():
+        for bx in T.thread_binding(row_tiles, thread="blockIdx.x"):
+            for ty in T.thread_binding(row_threads, thread="threadIdx.y"):
+                for tx in T.thread_binding(lanes, thread="threadIdx.x"):
+                    with T.sblock("q4_gemv_two_plane"):
+                        T.reads()
+                        T.writes()
+                        out_flat = T.decl_buffer((rows_total,), out.dtype, data=out.data)
+                        x_flat = T.decl_buffer((reduce_len,), x.dtype, data=x.data)
+                        w_flat = T.decl_buffer((rows_total * words,), weight.dtype, data=weight.data)
+                        s_flat = T.decl_buffer((rows_total * groups,), scale.dtype, data=scale.data)
+                        # Per staged word: its largest magnitude, its 8 integers as four words
+                        # (high plane's even and odd values, then the low plane's), their sum,
+                        # and its group's scale.
+                        peak = T.sblock_alloc_buffer((stage,), "float32", scope="shared")
+                        planes = T.sblock_alloc_buffer((4 * stage,), "uint32", scope="shared")
+                        sums = T.sblock_alloc_buffer((stage,), "int32", scope="shared")
+                        scales = T.sblock_alloc_buffer((stage,), "float32", scope="shared")
+                        red = T.sblock_alloc_buffer((rows_tile * lanes,), "float32", scope="shared")
+                        acc = T.sblock_alloc_buffer((thread_rows,), "float32", scope="local")
+                        largest = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        inverse = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        q = T.sblock_alloc_buffer((VALUES_PER_WORD,), "int32", scope="local")
+                        hi = T.sblock_alloc_buffer((VALUES_PER_WORD,), "int32", scope="local")
+                        lo = T.sblock_alloc_buffer((VALUES_PER_WORD,), "int32", scope="local")
+                        total = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        wr = T.sblock_alloc_buffer((batch * thread_rows,), "uint32", scope="local")
+                        sr = T.sblock_alloc_buffer((batch * thread_rows,), "float32", scope="local")
+                        for r in T.unroll(thread_rows):
+                            acc[r] = T.float32(0)
+                        for c in T.serial(words // stage):
+                            T.tvm_storage_sync("shared")
+                            for i in T.unroll(loads):
+                                if staged_at(ty, tx, i) < stage:
+                                    largest[0] = T.float32(0)
+                                    for b in T.unroll(VALUES_PER_WORD):
+                                        largest[0] = T.max(
+                                            largest[0], T.fabs(activation(x_flat, c, staged_at(ty, tx, i), b))
+                                        )
+                                    peak[staged_at(ty, tx, i)] = largest[0]
+                            T.tvm_storage_sync("shared")
+                            for i in T.unroll(loads):
+                                if staged_at(ty, tx, i) < stage:
+                                    largest[0] = group_peak(peak, staged_at(ty, tx, i))
+                                    # An all-zero group: scale 1, integers 0.
+                                    largest[0] = T.Select(
+                                        largest[0] > T.float32(0), largest[0], T.float32(PLANE_PEAK)
+                                    )
+                                    inverse[0] = T.float32(PLANE_PEAK) / largest[0]
+                                    for b in T.unroll(VALUES_PER_WORD):
+                                        q[b] = T.Cast(
+                                            "int32",
+                                            T.round(
+                                                activation(x_flat, c, staged_at(ty, tx, i), b) * inverse[0]
+                                            ),
+                                        )
+                                        hi[b] = high(q[b])
+                                        lo[b] = q[b] - hi[b] * 256
+                                    planes[staged_at(ty, tx, i)] = _bytes_packed([hi[0], hi[2], hi[4], hi[6]])
+                                    planes[stage + staged_at(ty, tx, i)] = _bytes_packed(
+                                        [hi[1], hi[3], hi[5], hi[7]]
+                                    )
+                                    planes[2 * stage + staged_at(ty, tx, i)] = _bytes_packed(
+                                        [lo[0], lo[2], lo[4], lo[6]]
+                                    )
+                                    planes[3 * stage + staged_at(ty, tx, i)] = _bytes_packed(
+                                        [lo[1], lo[3], lo[5], lo[7]]
+                                    )
+                                    sums[staged_at(ty, tx, i)] = _sum([q[b] for b in range(VALUES_PER_WORD)])
+                                    scales[staged_at(ty, tx, i)] = largest[0] / T.float32(PLANE_PEAK)
+                            T.tvm_storage_sync("shared")
+                            for u0 in T.serial(per_lane // batch):
+                                for uu in T.unroll(batch):
+                                    for r in T.unroll(thread_rows):
+                                        wr[uu * thread_rows + r] = w_flat[
+                                            row_of(bx, ty, r) * words + c * stage + word_in_stage(u0, uu, tx)
+                                        ]
+                                        sr[uu * thread_rows + r] = T.Cast(
+                                            "float32",
+                                            s_flat[
+                                                row_of(bx, ty, r) * groups
+                                                + T.floordiv(
+                                                    (c * stage + word_in_stage(u0, uu, tx)) * VALUES_PER_WORD,
+                                                    group_size,
+                                                )
+                                            ],
+                                        )
+                                for uu in T.unroll(batch):
+                                    for r in T.unroll(thread_rows):
+                                        acc[r] = acc[r] + T.Cast(
+                                            "float32",
+                                            word_dot(
+                                                wr[uu * thread_rows + r], planes, word_in_stage(u0, uu, tx)
+                                            )
+                                            - sums[word_in_stage(u0, uu, tx)] * MAX_INT,
+                                        ) * (sr[uu * thread_rows + r] * scales[word_in_stage(u0, uu, tx)])
+                        for r in T.unroll(thread_rows):
+                            red[(ty * thread_rows + r) * lanes + tx] = acc[r]
+                        T.tvm_storage_sync("shared")
+                        if tx < thread_rows:
+                            total[0] = T.float32(0)
+                            for lane in T.unroll(lanes):
+                                total[0] = total[0] + red[(ty * thread_rows + tx) * lanes + lane]
+                            if bx * rows_tile + ty * thread_rows + tx < rows_total:
+                                out_flat[bx * rows_tile + ty * thread_rows + tx] = result(
+                                    bx * rows_tile + ty * thread_rows + tx, total[0]
+                                )
+
+    return func.with_body(kernel.body)
+
+
 def q4_gpu_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """The tiled matmul for a fused 4-bit matmul function of several tokens, else None.
 
-    One token's GEMV stays dlight's (`MultiRowGEMV`): `gemv_kernel` above, measured on an H200
-    in the model, made a decode step's GPU time 4.80 -> 4.98-5.40 ms in every tiling tried, and
+    In the `gpu` class one token's GEMV stays dlight's (`MultiRowGEMV`): `gemv_kernel` above,
+    measured on an H200 in the model, made a decode step's GPU time 4.80 -> 4.98-5.40 ms in every
+    tiling tried, and
     `gemv_vector_kernel` (16-byte loads) 4.92 -> 5.24 ms on an H100 (docs/kernels.md);
     benchmarks/q4_kernels.py keeps both as variants to measure against."""
     try:
@@ -359,6 +575,17 @@ def q4_gpu_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         if _is_gemv(match):
             return None
         return tiled_matmul_kernel(match, func)
+    except Unsupported:
+        return None
+
+
+def q4_gemv_two_plane(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+    """`gemv_two_plane_kernel` for a fused 4-bit matmul function of one token, else None."""
+    try:
+        match = match_q4_matmul(func)
+        if match is None or not _is_gemv(match):
+            return None
+        return gemv_two_plane_kernel(match, func)
     except Unsupported:
         return None
 

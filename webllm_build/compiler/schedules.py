@@ -2,6 +2,10 @@
 
 - `gpu`: TVM's dlight rules (shared-memory tiles, cross-thread reductions), made for GPUs; the
   4-bit GEMVs of decoding tiled several rows a workgroup (`MultiRowGEMV`).
+- `gpu-dot4`: `gpu`, but one token's 4-bit matmuls (decoding) multiply nibbles by activations
+  held as 15-bit integers with WGSL's `dot4I8Packed` (compiler/q4_gpu.py,
+  gemv_two_plane_kernel). It needs WGSL's packed_4x8_integer_dot_product; a page offered it
+  and `gpu` takes it only where the browser compiles that.
 - `cpu-emulated`: for fallback adapters such as SwiftShader, which run a shader on the CPU: a
   workgroup's invocations are executed 4 at a time (SIMD lanes) on one CPU thread and workgroups
   are spread over the CPU threads. There, workgroup memory and barriers are expensive (each
@@ -25,7 +29,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline
 from tvm.target import Target
 
-from webllm_build.compiler.q4_gpu import q4_gpu_kernel
+from webllm_build.compiler.q4_gpu import q4_gemv_two_plane, q4_gpu_kernel
 from webllm_build.compiler.q4_matmul import q4_matmul_kernel
 from webllm_build.errors import OptionsError
 from webllm_build.q4_format import VALUES_PER_WORD
@@ -45,6 +49,8 @@ class ScheduleClass:
     word_major_weights: bool
     # The KV cache's attention kernels replaced by compiler/attention.py's.
     own_attention: bool
+    # WGSL language features its kernels use beyond WebGPU's core (navigator.gpu.wgslLanguageFeatures).
+    wgsl_features: tuple[str, ...] = ()
 
 
 SCHEDULE_CLASSES: dict[str, ScheduleClass] = {
@@ -61,6 +67,22 @@ SCHEDULE_CLASSES: dict[str, ScheduleClass] = {
         ),
         word_major_weights=False,
         own_attention=False,
+    ),
+    "gpu-dot4": ScheduleClass(
+        "gpu-dot4",
+        adapter="hardware",
+        rules=lambda: (
+            HandWritten(q4_gpu_kernel),
+            HandWritten(q4_gemv_two_plane),
+            dl.gpu.Matmul(),
+            MultiRowGEMV(),
+            dl.gpu.Reduction(),
+            dl.gpu.GeneralReduction(),
+            dl.gpu.Fallback(),
+        ),
+        word_major_weights=False,
+        own_attention=False,
+        wgsl_features=("packed_4x8_integer_dot_product",),
     ),
     "cpu-emulated": ScheduleClass(
         "cpu-emulated",
