@@ -58,6 +58,7 @@ def test_report_has_every_field(report, tmp_path):
     assert micro["matmul"]["gflop_per_s"] > 0 and micro["matmul"]["n"] >= 256
     (model,) = report["models"]
     assert model["id"] == MODEL and model["quantization"] == "q4f32_1" and model["errors"] == []
+    assert model["schedule"] == "cpu-emulated"  # SwiftShader is a fallback adapter
     assert model["weight_bytes"] > 0 and model["download_bytes"] > model["weight_bytes"]
     for key in ("cold_load_s", "warm_load_s", "gpu_memory_bytes", "gpu_peak_bytes", "decode_tokens_per_s"):
         _positive(model[key], runs=4 if key == "decode_tokens_per_s" else 2)

@@ -159,6 +159,7 @@ export class Engine implements ChatEngine {
       gpu_peak_bytes: memory.peak,
       adapter: await probeWebGPU(),
       device_limits: model.deviceLimits(),
+      schedule: model.schedule,
     };
   }
 

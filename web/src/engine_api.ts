@@ -105,6 +105,8 @@ export interface RuntimeStats {
   gpu_peak_bytes: number;
   adapter: AdapterReport;
   device_limits: Record<string, number>; // what the model's device was created with
+  // The kernel schedule class whose library runs the model (webllm_build/compiler/schedules.py).
+  schedule: string;
 }
 
 // A loss of the engine's GPU device (engine.deviceLost). Losses are numbered from 1 per engine.

@@ -206,6 +206,36 @@ def tiled_matmul_kernel(
     return func.with_body(kernel.body)
 
 
+@dataclass(frozen=True)
+class _RowTile:
+    """How a GEMV workgroup holds its rows: `lanes` threads along a row, `thread_rows` rows a
+    thread, `rows` rows a workgroup, of the matmul's `rows_total`."""
+
+    lanes: int
+    thread_rows: int
+    rows: int
+    rows_total: int
+
+
+@T.macro
+def _store_rows(acc, red, total, out_flat, bx, ty, tx, tile: _RowTile, result):
+    """A GEMV's end: each thread's partial sums of its rows (`acc`) meet in workgroup memory
+    (`red`), where one thread a row adds its lanes' (a tree would need barriers inside a
+    condition, which TVM's sync planner refuses) and stores the row through `result` (the fused
+    epilogue)."""
+    for r in T.unroll(tile.thread_rows):
+        red[(ty * tile.thread_rows + r) * tile.lanes + tx] = acc[r]
+    T.tvm_storage_sync("shared")
+    if tx < tile.thread_rows:
+        total[0] = T.float32(0)
+        for lane in T.unroll(tile.lanes):
+            total[0] = total[0] + red[(ty * tile.thread_rows + tx) * tile.lanes + lane]
+        if bx * tile.rows + ty * tile.thread_rows + tx < tile.rows_total:
+            out_flat[bx * tile.rows + ty * tile.thread_rows + tx] = result(
+                bx * tile.rows + ty * tile.thread_rows + tx, total[0]
+            )
+
+
 def _largest_divisor(total: int, limit: int, multiple_of: int) -> int | None:
     """The largest multiple of `multiple_of` that divides `total` and is at most `limit`."""
     fits = [d for d in range(multiple_of, min(total, limit) + 1, multiple_of) if total % d == 0]
@@ -247,6 +277,7 @@ def gemv_kernel(match: Q4Matmul, func: tirx.PrimFunc, tiling: GemvTiling = GEMV)
     threads = lanes * row_threads
     rows_tile = row_threads * thread_rows
     row_tiles = (rows_total + rows_tile - 1) // rows_tile
+    tile = _RowTile(lanes, thread_rows, rows_tile, rows_total)
     stage_values = stage * VALUES_PER_WORD
     stride = stage + 1  # padded: staging stores spread over banks
     loads = (stage_values + threads - 1) // threads
@@ -334,17 +365,7 @@ def gemv_kernel(match: Q4Matmul, func: tirx.PrimFunc, tiling: GemvTiling = GEMV)
                                         )
                                     for r in T.unroll(thread_rows):
                                         acc[r] = acc[r] + term(sr, mr, wr, xsum, xv, uu * thread_rows + r)
-                        for r in T.unroll(thread_rows):
-                            red[(ty * thread_rows + r) * lanes + tx] = acc[r]
-                        T.tvm_storage_sync("shared")
-                        if tx < thread_rows:
-                            total[0] = T.float32(0)
-                            for lane in T.unroll(lanes):
-                                total[0] = total[0] + red[(ty * thread_rows + tx) * lanes + lane]
-                            if bx * rows_tile + ty * thread_rows + tx < rows_total:
-                                out_flat[bx * rows_tile + ty * thread_rows + tx] = result(
-                                    bx * rows_tile + ty * thread_rows + tx, total[0]
-                                )
+                        _store_rows(acc, red, total, out_flat, bx, ty, tx, tile, result)
 
     return func.with_body(kernel.body)
 
@@ -408,6 +429,7 @@ def gemv_two_plane_kernel(
     threads = lanes * row_threads
     rows_tile = row_threads * thread_rows
     row_tiles = (rows_total + rows_tile - 1) // rows_tile
+    tile = _RowTile(lanes, thread_rows, rows_tile, rows_total)
     loads = (stage + threads - 1) // threads  # staged words a thread
     per_lane = stage // lanes
     batch = math.gcd(per_lane, tiling.batch_words)
@@ -545,17 +567,7 @@ def gemv_two_plane_kernel(
                                             )
                                             - sums[word_in_stage(u0, uu, tx)] * MAX_INT,
                                         ) * (sr[uu * thread_rows + r] * scales[word_in_stage(u0, uu, tx)])
-                        for r in T.unroll(thread_rows):
-                            red[(ty * thread_rows + r) * lanes + tx] = acc[r]
-                        T.tvm_storage_sync("shared")
-                        if tx < thread_rows:
-                            total[0] = T.float32(0)
-                            for lane in T.unroll(lanes):
-                                total[0] = total[0] + red[(ty * thread_rows + tx) * lanes + lane]
-                            if bx * rows_tile + ty * thread_rows + tx < rows_total:
-                                out_flat[bx * rows_tile + ty * thread_rows + tx] = result(
-                                    bx * rows_tile + ty * thread_rows + tx, total[0]
-                                )
+                        _store_rows(acc, red, total, out_flat, bx, ty, tx, tile, result)
 
     return func.with_body(kernel.body)
 
@@ -617,6 +629,7 @@ def gemv_vector_kernel(
     threads = lanes * row_threads
     rows_tile = row_threads * thread_rows
     row_tiles = (rows_total + rows_tile - 1) // rows_tile
+    tile = _RowTile(lanes, thread_rows, rows_tile, rows_total)
     stage_values = stage * values_per_vector
     stride = stage + 1  # padded: staging stores spread over banks
     loads = (stage_values + threads - 1) // threads
@@ -698,17 +711,7 @@ def gemv_vector_kernel(
                                         acc[r] = acc[r] + sr[r] * dot[r] + mr[r] * xsum[0]
                                     else:
                                         acc[r] = acc[r] + sr[r] * dot[r]
-                        for r in T.unroll(thread_rows):
-                            red[(ty * thread_rows + r) * lanes + tx] = acc[r]
-                        T.tvm_storage_sync("shared")
-                        if tx < thread_rows:
-                            total[0] = T.float32(0)
-                            for lane in T.unroll(lanes):
-                                total[0] = total[0] + red[(ty * thread_rows + tx) * lanes + lane]
-                            if bx * rows_tile + ty * thread_rows + tx < rows_total:
-                                out_flat[bx * rows_tile + ty * thread_rows + tx] = result(
-                                    bx * rows_tile + ty * thread_rows + tx, total[0]
-                                )
+                        _store_rows(acc, red, total, out_flat, bx, ty, tx, tile, result)
 
     return func.with_body(kernel.body)
 

@@ -53,33 +53,32 @@ class ScheduleClass:
     wgsl_features: tuple[str, ...] = ()
 
 
+def _gpu_rules(*hand_written: dl.ScheduleRule) -> tuple[dl.ScheduleRule, ...]:
+    """The `gpu` classes' rules: the hand-written prompt matmul, then `hand_written` (before
+    dlight's GEMV, which would take the same functions), then dlight's."""
+    return (
+        HandWritten(q4_gpu_kernel),
+        *hand_written,
+        dl.gpu.Matmul(),
+        MultiRowGEMV(),
+        dl.gpu.Reduction(),
+        dl.gpu.GeneralReduction(),
+        dl.gpu.Fallback(),
+    )
+
+
 SCHEDULE_CLASSES: dict[str, ScheduleClass] = {
     "gpu": ScheduleClass(
         "gpu",
         adapter="hardware",
-        rules=lambda: (
-            HandWritten(q4_gpu_kernel),
-            dl.gpu.Matmul(),
-            MultiRowGEMV(),
-            dl.gpu.Reduction(),
-            dl.gpu.GeneralReduction(),
-            dl.gpu.Fallback(),
-        ),
+        rules=lambda: _gpu_rules(),
         word_major_weights=False,
         own_attention=False,
     ),
     "gpu-dot4": ScheduleClass(
         "gpu-dot4",
         adapter="hardware",
-        rules=lambda: (
-            HandWritten(q4_gpu_kernel),
-            HandWritten(q4_gemv_two_plane),
-            dl.gpu.Matmul(),
-            MultiRowGEMV(),
-            dl.gpu.Reduction(),
-            dl.gpu.GeneralReduction(),
-            dl.gpu.Fallback(),
-        ),
+        rules=lambda: _gpu_rules(HandWritten(q4_gemv_two_plane)),
         word_major_weights=False,
         own_attention=False,
         wgsl_features=("packed_4x8_integer_dot_product",),

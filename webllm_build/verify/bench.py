@@ -160,6 +160,7 @@ def _bench_model(
     warm: list[float | None] = []
     memory: list[float | None] = []
     peak: list[float | None] = []
+    schedules: set[str] = set()  # the kernel class the page loaded (one, unless the site changed)
     per_prompt: dict[int, dict[str, list]] = {
         t: {
             "prompt_tokens": [],
@@ -227,6 +228,8 @@ def _bench_model(
             stats = page.runtime_stats()
             memory.append(stats["gpu_allocated_bytes"] if stats else None)
             peak.append(stats["gpu_peak_bytes"] if stats else None)
+            if stats and stats.get("schedule"):
+                schedules.add(stats["schedule"])
             if stats is None:
                 errors.append("the site's engine has no runtimeStats(): GPU memory unknown")
         finally:
@@ -239,6 +242,7 @@ def _bench_model(
     return {
         **facts,
         "gpu_time": gpu,
+        "schedule": ",".join(sorted(schedules)) or None,
         "cold_load_s": spread(cold),
         "warm_load_s": spread(warm),
         "gpu_memory_bytes": spread(memory),
@@ -454,7 +458,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"{micro['matmul']['gflop_per_s']:.2f} GFLOP/s f32 matmul (n={micro['matmul']['n']})",
     ]
     for m in report["models"]:
-        lines.append(f"\n{m['id']} ({m['quantization']}, {m['weight_bytes'] / 2**20:.1f} MiB of weights)")
+        kernels = f", {m['schedule']} kernels" if m.get("schedule") else ""
+        lines.append(
+            f"\n{m['id']} ({m['quantization']}{kernels}, {m['weight_bytes'] / 2**20:.1f} MiB of weights)"
+        )
         lines.append(
             f"  load: cold {_fmt(_median(m['cold_load_s']))} s, warm {_fmt(_median(m['warm_load_s']))} s; "
             f"GPU memory {_fmt(_median(m['gpu_memory_bytes']), 2**20, 1)} MiB"
